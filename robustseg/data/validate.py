@@ -1,0 +1,104 @@
+"""Up-front checks of a COCO instances dict: every problem is collected, not only the first.
+
+Fatal problems (the file cannot be used as it is) raise one DatasetError listing them all; problems that are
+safe to skip (a degenerate box, a too-short polygon) are dropped from the dict and returned as warnings.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Number
+
+from ..errors import DatasetError
+
+
+def _finite_numbers(xs) -> bool:
+    return isinstance(xs, list) and all(isinstance(v, Number) and not isinstance(v, bool) and math.isfinite(v)
+                                        for v in xs)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_segmentation(seg, where: str, problems: list[str]) -> bool:
+    """Returns False when the segmentation is unusable (the annotation is then skipped)."""
+    if isinstance(seg, list):
+        polys = [p for p in seg if _finite_numbers(p) and len(p) >= 6 and len(p) % 2 == 0]
+        if len(polys) != len(seg):
+            problems.append(f"{where}: polygon with fewer than 3 points, odd length or NaN coordinates")
+        if not polys:
+            return False
+        seg[:] = polys
+        return True
+    if isinstance(seg, dict) and isinstance(seg.get("size"), list) and len(seg["size"]) == 2 and "counts" in seg:
+        return True
+    problems.append(f"{where}: segmentation is neither polygons nor RLE")
+    return False
+
+
+def validate_coco(d: dict, name: str = "annotations") -> list[str]:
+    fatal: list[str] = []
+    skipped: list[str] = []
+    images = {}
+    for i, im in enumerate(d["images"]):
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
+            fatal.append(f"images[{i}]: missing integer 'id'")
+            continue
+        if im["id"] in images:
+            fatal.append(f"images[{i}]: duplicate image id {im['id']}")
+        if not isinstance(im.get("file_name"), str) or not im.get("file_name"):
+            fatal.append(f"image {im['id']}: missing 'file_name'")
+        if not (_is_int(im.get("width")) and _is_int(im.get("height")) and im["width"] > 0 and im["height"] > 0):
+            fatal.append(f"image {im['id']}: 'width'/'height' must be positive integers")
+        images[im["id"]] = im
+    cats = set()
+    if not isinstance(d["categories"], list):
+        fatal.append("'categories' is not a list")
+        d["categories"] = []
+    for i, c in enumerate(d["categories"]):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            fatal.append(f"categories[{i}]: missing integer 'id'")
+            continue
+        if c["id"] in cats:
+            fatal.append(f"categories[{i}]: duplicate category id {c['id']}")
+        cats.add(c["id"])
+    if not isinstance(d["annotations"], list):
+        fatal.append("'annotations' is not a list")
+        d["annotations"] = []
+    ann_ids, keep = set(), []
+    for i, a in enumerate(d["annotations"]):
+        if not isinstance(a, dict) or not _is_int(a.get("id")):
+            fatal.append(f"annotations[{i}]: missing integer 'id'")
+            continue
+        where = f"annotation {a['id']}"
+        if a["id"] in ann_ids:
+            fatal.append(f"{where}: duplicate annotation id")
+        ann_ids.add(a["id"])
+        if a.get("image_id") not in images:
+            fatal.append(f"{where}: unknown image_id {a.get('image_id')!r}")
+            continue
+        if a.get("category_id") not in cats:
+            fatal.append(f"{where}: unknown category_id {a.get('category_id')!r}")
+            continue
+        bbox = a.get("bbox")
+        if not (_finite_numbers(bbox) and len(bbox) == 4):
+            fatal.append(f"{where}: bbox must be 4 finite numbers [x, y, w, h]")
+            continue
+        im = images[a["image_id"]]
+        x, y, w, h = bbox
+        if w <= 0 or h <= 0 or (_is_int(im.get("width")) and (x >= im["width"] or y >= im["height"]
+                                                               or x + w <= 0 or y + h <= 0)):
+            skipped.append(f"{where}: degenerate or out-of-image bbox {bbox}")
+            continue
+        if "segmentation" in a and not _check_segmentation(a["segmentation"], where, skipped):
+            continue
+        a.setdefault("iscrowd", 0)
+        a.setdefault("area", float(w * h))
+        keep.append(a)
+    if fatal:
+        shown = "; ".join(fatal[:10]) + (f"; ... and {len(fatal) - 10} more" if len(fatal) > 10 else "")
+        raise DatasetError(f"{name}: {len(fatal)} problem(s): {shown}")
+    d["annotations"] = keep
+    if skipped:
+        d.setdefault("_robustseg_skipped", []).extend(skipped)
+    return skipped
