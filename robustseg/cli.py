@@ -66,6 +66,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+DEFAULT_ATTACK_LIMIT = 40  # images of the built-in synthetic split attacked when no --data is given
+
+
+def cmd_attack(args) -> int:
+    from .runner import run_suite
+    from .suites import load_suite, single_attack_suite
+    if args.attack:
+        if args.suite:
+            raise RobustsegError("give either --suite or --attack, not both")
+        if not args.eps:
+            raise RobustsegError("--attack needs --eps (e.g. --eps 2/255,8/255)")
+        suite = single_attack_suite(args.attack, args.eps, args.steps, args.norm, args.losses)
+    else:
+        if args.eps or args.steps:
+            raise RobustsegError("--eps/--steps go with --attack; a suite file sets its own")
+        suite = load_suite(args.suite)
+    data, images = _data_paths(args)
+    limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
+    res = run_suite(args.model, suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
+                    device=args.device, seed=args.seed, force=args.force,
+                    command="robustseg " + " ".join(sys.argv[1:]))
+    print(res.summary())
+    print(f"results: {res.out}/ (metrics.csv, per_image.csv, predictions/, run.json, report.html)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report.html import write_report
+    for d in args.runs:
+        if not (Path(d) / "metrics.csv").is_file() or not (Path(d) / "run.json").is_file():
+            raise RobustsegError(f"{d} is not a robustseg results directory (no metrics.csv/run.json)")
+    if len(args.runs) > 1:
+        raise RobustsegError("comparing several runs is not implemented yet; give one RUN_DIR")
+    print(f"wrote {write_report(args.runs[0], args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="robustseg", description=__doc__)
     ap.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -87,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_data(e)
     e.add_argument("--out", help="also write predictions.json and metrics.json here")
     e.set_defaults(func=cmd_eval)
+
+    a = sub.add_parser("attack", help="attack a model with a suite (or one attack) and write a results directory")
+    _add_model_data(a)
+    a.add_argument("--suite", help="suite TOML file or built-in name (quick, standard); default quick")
+    a.add_argument("--attack", choices=["fgsm", "pgd", "mifgsm", "random"], help="run one attack instead of a suite")
+    a.add_argument("--eps", help="with --attack: comma-separated eps in [0,1] pixel units, e.g. 2/255,8/255")
+    a.add_argument("--steps", help="with --attack: comma-separated step counts (pgd, mifgsm)")
+    a.add_argument("--norm", choices=["linf", "l2"], default="linf")
+    a.add_argument("--losses", help="with --attack: losses to maximise, e.g. classifier,mask (default all)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", help="results directory (default reports/<model>-<suite>-<time>/)")
+    a.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    a.set_defaults(func=cmd_attack)
+
+    r = sub.add_parser("report", help="regenerate the HTML report of a results directory")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", help="where to write report.html (default: the run directory)")
+    r.set_defaults(func=cmd_report)
 
     t = sub.add_parser("train", help="train or fine-tune a Mask R-CNN")
     t.add_argument("--data")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.torch_version import TorchVersion
 from torchvision.models._meta import _COCO_CATEGORIES
 from torchvision.models.detection import MaskRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -60,8 +61,8 @@ def _torch_load(path: Path) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path}: file is empty")
     try:
-        # argparse.Namespace is a plain attribute bag that reference train.py checkpoints carry in "args".
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # Plain data classes only: argparse.Namespace (reference train.py's "args") and TorchVersion (a str).
+        with torch.serialization.safe_globals([argparse.Namespace, TorchVersion]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()

@@ -134,7 +134,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, adversa
     data_hash = sha256_file(cfg.data)
     meta = {"trained_on": {"annotations": str(cfg.data), "sha256": data_hash, "images": str(cfg.images)},
             "train_config": asdict(cfg), "command": cfg.command or " ".join(sys.argv),
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
 
     def checkpoint(it: int, final: bool) -> None:
         extra = {} if final else {"train_state": {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

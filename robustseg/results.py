@@ -1,0 +1,87 @@
+"""The results-directory contract (docs/results.md). Every file goes through an atomic write.
+
+    run.json            what ran: resolved suite, command line, seed, versions, checkpoint and dataset hashes
+    metrics.csv         tidy: attack, norm, eps, eps_label, steps, point, iou_type, metric, value, clean_value,
+                        drop_abs, drop_rel
+    per_class.csv       per-category AP per point (bbox and segm)
+    per_image.csv       image_id, point, loss_clean, loss_adv, detections (score >= 0.5), realised Linf/L2 norms
+    predictions/*.json  COCO results per point (clean.json too), the dataset's category ids
+    report.html         self-contained report
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from .errors import RobustsegError
+from .fileio import atomic_write, write_json
+
+METRIC_COLUMNS = ["attack", "norm", "eps", "eps_label", "steps", "point", "iou_type", "metric", "value",
+                  "clean_value", "drop_abs", "drop_rel"]
+
+
+def prepare_out_dir(out: str | Path, force: bool = False, resume: bool = False) -> Path:
+    """An empty (or forced, or resumable) output directory; never silently overwrites earlier results."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RobustsegError(f"output {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not (force or resume):
+        raise RobustsegError(f"output directory {out} is not empty; pass --force to overwrite it "
+                             f"(or choose another --out)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def versions() -> dict:
+    import torch
+    import torchvision
+
+    from . import __version__
+    return {"robustseg": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def write_metrics(out: Path, rows: list[dict]) -> pd.DataFrame:
+    """Write metrics.csv with drops from the clean row of the same iou_type/metric."""
+    df = pd.DataFrame(rows)
+    clean = df[df.attack == "clean"].set_index(["iou_type", "metric"])["value"]
+    df["clean_value"] = [clean.get((t, m), float("nan")) for t, m in zip(df.iou_type, df.metric)]
+    df["drop_abs"] = df.clean_value - df.value
+    df["drop_rel"] = (df.drop_abs / df.clean_value).where(df.clean_value > 0)
+    df = df[METRIC_COLUMNS]
+    atomic_write(out / "metrics.csv", lambda f: df.to_csv(f, index=False, float_format="%.6g"))
+    return df
+
+
+def write_csv(path: Path, rows: Iterable[dict], columns: list[str] | None = None) -> None:
+    rows = list(rows)
+    cols = columns or (list(rows[0]) if rows else [])
+
+    def w(f):
+        wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        wr.writeheader()
+        wr.writerows(rows)
+    atomic_write(path, w)
+
+
+def write_run_json(out: Path, info: dict) -> None:
+    write_json(out / "run.json", info)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def append_jsonl(path: Path, items: Iterable[dict]) -> None:
+    with open(path, "a") as f:
+        for it in items:
+            f.write(json.dumps(it, separators=(",", ":")) + "\n")

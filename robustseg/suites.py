@@ -1,0 +1,185 @@
+"""Attack suites: TOML files in ``attacks/`` turned into a plan of attack points, validated before any work.
+
+Schema (see docs/suites.md)::
+
+    name = "quick"                      # optional, defaults to the file name
+    description = "..."                 # optional
+    losses = "all"                      # optional default for every attack: all | [classifier, mask, ...]
+
+    [[attack]]
+    type = "pgd"                        # fgsm | pgd | mifgsm | random
+    norm = "linf"                       # linf (default) | l2
+    eps = ["1/255", "8/255"]            # [0,1] pixel units; strings like "8/255" or numbers
+    steps = [10, 20]                    # pgd / mifgsm only; one point per (eps, steps)
+    rel_stepsize = 2.5                  # pgd: step = rel_stepsize * eps / steps
+    random_start = true                 # pgd
+    decay = 1.0                         # mifgsm momentum
+    losses = ["classifier", "mask"]     # overrides the suite default
+
+The clean pass and a same-norm random-noise baseline at every eps are always added.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .attacks.objectives import resolve_losses
+from .errors import SuiteError
+from .utils import parse_eps
+
+_COMMON = {"type", "norm", "eps", "losses"}
+ALLOWED = {
+    "fgsm": _COMMON,
+    "random": _COMMON,
+    "pgd": _COMMON | {"steps", "rel_stepsize", "abs_stepsize", "random_start"},
+    "mifgsm": _COMMON | {"steps", "decay"},
+}
+TOP_LEVEL = {"name", "description", "losses", "attack"}
+REPO_SUITES = Path(__file__).resolve().parent.parent / "attacks"
+
+
+@dataclass(frozen=True)
+class AttackPoint:
+    """One point of a sweep: an attack family at one eps and step count, with its fixed hyper-parameters."""
+    attack: str
+    norm: str = "linf"
+    eps: float = 0.0
+    steps: int = 0
+    losses: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """A stable, file-name-safe id, e.g. ``pgd-linf-eps0.031373-s10``."""
+        extra = "".join(f"-{k}{v}" for k, v in self.params)
+        loss = "" if not self.losses or set(self.losses) == set(_all_losses()) else \
+            "-" + "+".join(n.removeprefix("loss_") for n in self.losses)
+        return f"{self.attack}-{self.norm}-eps{self.eps:.6f}-s{self.steps}{extra}{loss}"
+
+    @property
+    def eps_label(self) -> str:
+        k = self.eps * 255
+        return f"{round(k)}/255" if self.norm == "linf" and abs(k - round(k)) < 1e-6 and self.eps else f"{self.eps:g}"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["params"] = dict(self.params)
+        d["losses"] = list(self.losses)
+        d["key"], d["eps_label"] = self.key, self.eps_label
+        return d
+
+
+def _all_losses():
+    return resolve_losses("all")
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str = ""
+    points: list[AttackPoint] = field(default_factory=list)
+    source: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "source": self.source,
+                "points": [p.as_dict() for p in self.points]}
+
+
+def _as_list(v) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> Suite:
+    """Validate a suite dict (as read from TOML) into a plan. Raises SuiteError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise SuiteError(f"suite {name}: top level must be a table")
+    unknown = set(data) - TOP_LEVEL
+    if unknown:
+        raise SuiteError(f"suite {name}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                         f"{', '.join(sorted(TOP_LEVEL))}")
+    entries = data.get("attack", [])
+    if not isinstance(entries, list) or not entries:
+        raise SuiteError(f"suite {name}: needs at least one [[attack]] table")
+    default_losses = data.get("losses", "all")
+    points: list[AttackPoint] = []
+    for i, a in enumerate(entries):
+        where = f"suite {name}: attack #{i + 1}"
+        if not isinstance(a, dict):
+            raise SuiteError(f"{where}: must be a table")
+        kind = a.get("type")
+        if kind not in ALLOWED:
+            raise SuiteError(f"{where}: unknown attack type {kind!r}; choose from {', '.join(ALLOWED)}")
+        bad = set(a) - ALLOWED[kind]
+        if bad:
+            raise SuiteError(f"{where} ({kind}): unknown parameter(s) {', '.join(sorted(bad))}; allowed: "
+                             f"{', '.join(sorted(ALLOWED[kind]))}")
+        norm = a.get("norm", "linf")
+        if norm not in ("linf", "l2"):
+            raise SuiteError(f"{where}: norm must be linf or l2, not {norm!r}")
+        if "eps" not in a:
+            raise SuiteError(f"{where}: missing eps")
+        try:
+            epss = [parse_eps(e) for e in _as_list(a["eps"])]
+            losses = resolve_losses(a.get("losses", default_losses))
+        except Exception as e:  # RobustsegError from the parsers, re-labelled with where it came from
+            raise SuiteError(f"{where}: {e}") from None
+        iterative = kind in ("pgd", "mifgsm")
+        steps_list = _as_list(a.get("steps", 10)) if iterative else [1 if kind == "fgsm" else 0]
+        for s in steps_list:
+            if not isinstance(s, int) or isinstance(s, bool) or s < 1 and iterative:
+                raise SuiteError(f"{where}: steps must be positive integers, got {s!r}")
+        params = []
+        for k in sorted(set(a) - _COMMON - {"steps"}):
+            v = a[k]
+            if k in ("rel_stepsize", "abs_stepsize", "decay"):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                    raise SuiteError(f"{where}: {k} must be a non-negative number")
+                v = float(v)
+            elif k == "random_start" and not isinstance(v, bool):
+                raise SuiteError(f"{where}: random_start must be true or false")
+            params.append((k, v))
+        for eps in epss:
+            for s in steps_list:
+                points.append(AttackPoint(kind, norm, eps, int(s), losses, tuple(params)))
+    return Suite(str(data.get("name", name)), str(data.get("description", "")), _with_baselines(points), source)
+
+
+def _with_baselines(points: list[AttackPoint]) -> list[AttackPoint]:
+    """Add the same-norm random baseline at every eps that lacks one; drop exact duplicates; eps 0 is clean."""
+    have = {(p.norm, p.eps) for p in points if p.attack == "random"}
+    extra = [AttackPoint("random", p.norm, p.eps, 0, p.losses) for p in points
+             if p.attack != "random" and p.eps > 0 and (p.norm, p.eps) not in have]
+    out = list(dict.fromkeys(points + extra))
+    return sorted(out, key=lambda p: (p.attack != "random", p.attack, p.norm, p.eps, p.steps))
+
+
+def load_suite(path: str | Path | None = None) -> Suite:
+    """Read a suite file; ``None`` or a bare name (``quick``, ``standard``) looks in the repo's ``attacks/``."""
+    if path is None:
+        path = "quick"
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = REPO_SUITES / f"{path}.toml"
+    if not p.is_file():
+        raise SuiteError(f"suite {path}: no such file (built-in suites live in {REPO_SUITES})")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SuiteError(f"suite {p}: invalid TOML ({e})") from None
+    return parse_suite(data, p.stem, str(p))
+
+
+def single_attack_suite(kind: str, eps: str, steps: str | None = None, norm: str = "linf",
+                        losses: str | None = None) -> Suite:
+    """The suite for ``--attack pgd --eps 2/255,8/255 --steps 10`` on the command line."""
+    entry: dict[str, Any] = {"type": kind, "norm": norm, "eps": [e for e in eps.split(",") if e.strip()]}
+    if steps:
+        try:
+            entry["steps"] = [int(s) for s in steps.split(",")]
+        except ValueError:
+            raise SuiteError(f"--steps must be integers, got {steps!r}") from None
+    if losses:
+        entry["losses"] = losses
+    return parse_suite({"attack": [entry]}, name=f"cli-{kind}")
