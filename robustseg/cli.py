@@ -86,7 +86,7 @@ def cmd_attack(args) -> int:
     limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
     res = run_suite(args.model, suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
                     device=args.device, seed=args.seed, force=args.force,
-                    command="robustseg " + " ".join(sys.argv[1:]))
+                    resume=args.resume, on_error=args.on_error, command="robustseg " + " ".join(sys.argv[1:]))
     print(res.summary())
     print(f"results: {res.out}/ (metrics.csv, per_image.csv, predictions/, run.json, report.html)")
     return 0
@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", help="results directory (default reports/<model>-<suite>-<time>/)")
     a.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    a.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    a.add_argument("--on-error", choices=["skip", "fail"], default="skip",
+                   help="an unreadable image: skip it (logged, counted in run.json; default) or stop the run")
     a.set_defaults(func=cmd_attack)
 
     r = sub.add_parser("report", help="regenerate the HTML report of a results directory")

@@ -26,15 +26,18 @@ METRIC_COLUMNS = ["attack", "norm", "eps", "eps_label", "steps", "point", "iou_t
                   "clean_value", "drop_abs", "drop_rel"]
 
 
-def prepare_out_dir(out: str | Path, force: bool = False, resume: bool = False) -> Path:
+def prepare_out_dir(out: str | Path, force: bool = False, resume: bool = False, check_only: bool = False) -> Path:
     """An empty (or forced, or resumable) output directory; never silently overwrites earlier results."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RobustsegError(f"output {out} exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not (force or resume):
-        raise RobustsegError(f"output directory {out} is not empty; pass --force to overwrite it "
-                             f"(or choose another --out)")
-    out.mkdir(parents=True, exist_ok=True)
+        raise RobustsegError(f"output directory {out} is not empty; pass --force to overwrite it, --resume to "
+                             f"continue it, or choose another --out")
+    if resume and not (out / "run.json").is_file():
+        raise RobustsegError(f"--resume: {out} holds no run to resume")
+    if not check_only:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 

@@ -22,6 +22,7 @@ from .data.coco import CocoDataset
 from .eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
 from .fileio import sha256_file, write_json
 from .models.checkpoint import LoadedModel, load_model
+from .errors import RobustsegError
 from .models.modes import attack_mode
 from .results import append_jsonl, prepare_out_dir, read_jsonl, versions, write_csv, write_metrics, write_run_json
 from .suites import AttackPoint, Suite, load_suite
@@ -68,99 +69,199 @@ def _count(outputs) -> list[int]:
     return [int((o["scores"] >= SCORE_THRESHOLD).sum()) for o in outputs]
 
 
+class _Run:
+    """What every batch of a sweep needs: model, dataset, plan, where to stream results."""
+
+    def __init__(self, lm: LoadedModel, ds: CocoDataset, points: list[AttackPoint], work: Path, device, seed: int):
+        self.lm, self.ds, self.points, self.work, self.device, self.seed = lm, ds, points, work, device, seed
+
+    def load(self, i: int):
+        img = self.ds.load_image(i).to(self.device)
+        tgt = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.ds.target(i).items()}
+        return img, tgt
+
+    def results(self, outputs, ids) -> list[dict]:
+        return [r for o, iid in zip(outputs, ids) for r in to_coco_results(o, iid, self.lm.category_ids)]
+
+    def batch(self, imgs, tgts, ids, batch_key, bar) -> None:
+        """Clean pass + every attack point for one batch; appends to the work files only when all is done."""
+        model, lines, rows = self.lm.model, {}, []
+        clean_out = predict(model, imgs)
+        lines["clean"] = self.results(clean_out, ids)
+        clean_counts = _count(clean_out)
+        bar.update(len(ids))
+        losses_clean: dict[tuple, list[float]] = {}
+        for point in self.points:
+            objective = DetectorLoss(point.losses)
+            if point.losses not in losses_clean:
+                losses_clean[point.losses] = per_image_losses(model, imgs, tgts, objective,
+                                                              derived_seed(self.seed, batch_key))
+            s = derived_seed(self.seed, point.key, batch_key)
+            torch.manual_seed(s)
+            adv = build_attack(point)(model, imgs, tgts, [point.eps], objective, torch.Generator().manual_seed(s))[0]
+            adv_out = predict(model, adv)
+            lines[point.key] = self.results(adv_out, ids)
+            loss_adv = per_image_losses(model, adv, tgts, objective, derived_seed(self.seed, batch_key))
+            adv_counts = _count(adv_out)
+            for j, iid in enumerate(ids):
+                d = (adv[j] - imgs[j]).flatten()
+                rows.append({"image_id": iid, "point": point.key, "attack": point.attack, "norm": point.norm,
+                             "eps": point.eps, "steps": point.steps, "loss_clean": losses_clean[point.losses][j],
+                             "loss_adv": loss_adv[j], "detections_clean": clean_counts[j],
+                             "detections_adv": adv_counts[j], "linf": float(d.abs().max()),
+                             "l2": float(d.norm(p=2))})
+            bar.update(len(ids))
+        for key, items in lines.items():
+            append_jsonl(self.work / f"{key}.jsonl", items)
+        append_jsonl(self.work / "per_image.jsonl", rows)
+        # the batch is committed last: a kill before this line redoes the batch on --resume
+        append_jsonl(self.work / "done.jsonl", [{"image_id": i} for i in ids])
+
+    def batch_or_split(self, imgs, tgts, ids, batch_key, bar) -> None:
+        """On CUDA out-of-memory, halve the batch and go on (logged), instead of losing the run."""
+        try:
+            self.batch(imgs, tgts, ids, batch_key, bar)
+        except torch.OutOfMemoryError:
+            if len(ids) == 1:
+                raise
+            torch.cuda.empty_cache()
+            h = len(ids) // 2
+            tqdm.write(f"CUDA out of memory on a batch of {len(ids)}: retrying as {h} + {len(ids) - h}")
+            self.batch_or_split(imgs[:h], tgts[:h], ids[:h], f"{batch_key}a", bar)
+            self.batch_or_split(imgs[h:], tgts[h:], ids[h:], f"{batch_key}b", bar)
+
+
+def _resume_state(out: Path, fingerprint: dict) -> tuple[set[int], list[dict]]:
+    """Image ids already done and per-image failures of an interrupted run; refuses a run made differently."""
+    import json
+    try:
+        old = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        raise RobustsegError(f"--resume: {out} holds no readable run.json to resume from") from None
+    if old.get("status") == "complete":
+        raise RobustsegError(f"--resume: the run in {out} is already complete")
+    differs = [k for k, v in fingerprint.items() if old.get("fingerprint", {}).get(k) != v]
+    if differs:
+        raise RobustsegError(f"--resume: {out} was run with different {', '.join(differs)}; "
+                             f"resume with the same options or start a new --out")
+    work = out / "work"
+    done = {int(r["image_id"]) for r in read_jsonl(work / "done.jsonl")}
+    failed = read_jsonl(work / "failed.jsonl")
+    # drop lines of a batch that was interrupted half-way (written before its done.jsonl entry)
+    for f in work.glob("*.jsonl"):
+        if f.name not in ("done.jsonl", "failed.jsonl"):
+            keep = [r for r in read_jsonl(f) if int(r["image_id"]) in done]
+            f.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in keep))
+    return done, failed
+
+
 def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
               data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
               limit: int | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0,
-              force: bool = False, progress: bool = True, command: str | None = None) -> RunResult:
-    """Attack ``model`` with every point of ``suite`` on a dataset and write the results directory."""
+              force: bool = False, resume: bool = False, on_error: str = "skip", progress: bool = True,
+              command: str | None = None) -> RunResult:
+    """Attack ``model`` with every point of ``suite`` on a dataset and write the results directory.
+
+    ``on_error="skip"`` logs an image that cannot be read, counts it in run.json and leaves it out of every
+    point's evaluation alike; ``"fail"`` stops the run. ``resume=True`` continues an interrupted run in ``out``.
+    """
+    if on_error not in ("skip", "fail"):
+        raise RobustsegError(f"on_error must be skip or fail, not {on_error!r}")
+    if resume and out is None:
+        raise RobustsegError("--resume needs the --out directory of the interrupted run")
     t_start = time.time()
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    if out is not None:  # refuse early, before loading anything, if results would be overwritten
+        prepare_out_dir(out, force=force, resume=resume, check_only=True)
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     lm.model.to(device)
-    suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if data is None:
         from .data.synth import default_split
         data, images = default_split()
     ds = CocoDataset(data, images, category_ids=lm.category_ids, limit=limit)
     if len(ds) == 0:
-        from .errors import RobustsegError
         raise RobustsegError(f"{data}: no images to attack")
     if out is None:
         out = Path("reports") / f"{Path(lm.path or 'model').stem}-{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = prepare_out_dir(out, force=force)
-    for stale in ("work", "predictions"):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    work = out / "work"
-    work.mkdir()
-    (out / "predictions").mkdir()
+    out = prepare_out_dir(out, force=force, resume=resume)
     points = suite.points
+    fingerprint = {"suite": suite.as_dict()["points"], "seed": seed, "batch_size": batch_size,
+                   "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
+    work = out / "work"
+    if resume:
+        done, failed = _resume_state(out, fingerprint)
+    else:
+        for stale in ("work", "predictions"):
+            shutil.rmtree(out / stale, ignore_errors=True)
+        work.mkdir()
+        done, failed = set(), []
+    (out / "predictions").mkdir(exist_ok=True)
     run_info = {
         "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command or " ".join(["robustseg"] + sys.argv[1:]), "seed": seed, "batch_size": batch_size,
-        "device": str(device), "limit": limit, "suite": suite.as_dict(), "versions": versions(),
+        "device": str(device), "limit": limit, "on_error": on_error, "suite": suite.as_dict(),
+        "versions": versions(),
         "model": {k: v for k, v in lm.describe().items() if k != "meta"} | {"meta": lm.meta},
         "dataset": {"annotations": str(Path(data).resolve()), "images": str(Path(images).resolve()),
-                    "sha256": sha256_file(data), "num_images": len(ds), "skipped_annotations": ds.skipped},
-        "score_threshold_for_counts": SCORE_THRESHOLD,
+                    "sha256": fingerprint["dataset_sha256"], "num_images": len(ds),
+                    "skipped_annotations": ds.skipped},
+        "score_threshold_for_counts": SCORE_THRESHOLD, "fingerprint": fingerprint,
     }
     write_run_json(out, run_info)
 
-    model_ = lm.model
-    per_image_rows: list[dict] = []
+    run = _Run(lm, ds, points, work, device, seed)
+    failed_ids = {int(f["image_id"]) for f in failed}
     bar = tqdm(total=len(ds) * (1 + len(points)), desc="attack", unit="img", disable=not progress,
                dynamic_ncols=True)
+    bar.update(len(done | failed_ids) * (1 + len(points)))
     for idx in batches(len(ds), batch_size):
-        imgs = [ds.load_image(i).to(device) for i in idx]
-        tgts = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in ds.target(i).items()} for i in idx]
         ids = [ds.image_ids[i] for i in idx]
-        clean_out = predict(model_, imgs)
-        append_jsonl(work / "clean.jsonl", (r for o, iid in zip(clean_out, ids)
-                                            for r in to_coco_results(o, iid, lm.category_ids)))
-        clean_counts = _count(clean_out)
-        bar.update(len(idx))
-        losses_clean: dict[tuple, list[float]] = {}
-        for point in points:
-            objective = DetectorLoss(point.losses)
-            lkey = point.losses
-            if lkey not in losses_clean:
-                losses_clean[lkey] = per_image_losses(model_, imgs, tgts, objective, derived_seed(seed, ids[0]))
-            s = derived_seed(seed, point.key, ids[0])
-            torch.manual_seed(s)
-            gen = torch.Generator().manual_seed(s)
-            adv = build_attack(point)(model_, imgs, tgts, [point.eps], objective, gen)[0]
-            adv_out = predict(model_, adv)
-            append_jsonl(work / f"{point.key}.jsonl", (r for o, iid in zip(adv_out, ids)
-                                                       for r in to_coco_results(o, iid, lm.category_ids)))
-            loss_adv = per_image_losses(model_, adv, tgts, objective, derived_seed(seed, ids[0]))
-            for j, iid in enumerate(ids):
-                d = (adv[j] - imgs[j]).flatten()
-                per_image_rows.append({
-                    "image_id": iid, "point": point.key, "attack": point.attack, "norm": point.norm,
-                    "eps": point.eps, "steps": point.steps, "loss_clean": losses_clean[lkey][j],
-                    "loss_adv": loss_adv[j], "detections_clean": clean_counts[j],
-                    "detections_adv": _count(adv_out[j:j + 1])[0], "linf": float(d.abs().max()),
-                    "l2": float(d.norm(p=2))})
-            bar.update(len(idx))
+        if all(i in done or i in failed_ids for i in ids):
+            continue
+        imgs, tgts, ok_ids = [], [], []
+        for i, iid in zip(idx, ids):
+            try:
+                img, tgt = run.load(i)
+            except RobustsegError as e:
+                if on_error == "fail":
+                    raise
+                tqdm.write(f"skipping image {iid}: {e}")
+                failed.append({"image_id": iid, "error": str(e)})
+                append_jsonl(work / "failed.jsonl", failed[-1:])
+                bar.update(1 + len(points))
+                continue
+            imgs.append(img)
+            tgts.append(tgt)
+            ok_ids.append(iid)
+        if ok_ids:
+            run.batch_or_split(imgs, tgts, ok_ids, ids[0], bar)
     bar.close()
 
+    failed_ids = {int(f["image_id"]) for f in failed}
+    eval_ids = [i for i in ds.image_ids if i not in failed_ids]
+    if not eval_ids:
+        raise RobustsegError("every image failed to load; nothing to evaluate (see run.json)")
     rows, class_rows = [], []
+    names = dict(zip(lm.category_ids, lm.class_names))
     for point in [CLEAN] + points:
         key = "clean" if point is CLEAN else point.key
         results = read_jsonl(work / f"{key}.jsonl")
         write_json(out / "predictions" / f"{key}.json", results)
-        m = evaluate(ds.coco, results, ds.image_ids)
+        m = evaluate(ds.coco, results, eval_ids)
         base = {"attack": point.attack, "norm": point.norm if point is not CLEAN else "none", "eps": point.eps,
                 "eps_label": point.eps_label if point is not CLEAN else "0", "steps": point.steps, "point": key}
         for t in IOU_TYPES:
             rows += [{**base, "iou_type": t, "metric": k, "value": m[t][k]} for k in METRICS]
-            names = dict(zip(lm.category_ids, lm.class_names))
             class_rows += [{**base, "iou_type": t, "category_id": c, "category": names.get(c, str(c)), "AP": ap}
                            for c, ap in m["per_class"][t].items()]
     df = write_metrics(out, rows)
     write_csv(out / "per_class.csv", class_rows)
-    write_csv(out / "per_image.csv", per_image_rows, PER_IMAGE_COLUMNS)
+    per_image = sorted(read_jsonl(work / "per_image.jsonl"), key=lambda r: (r["point"], r["image_id"]))
+    write_csv(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
     shutil.rmtree(work, ignore_errors=True)
     run_info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    wall_seconds=round(time.time() - t_start, 1))
+                    wall_seconds=round(time.time() - t_start, 1), failed_images=failed,
+                    num_failed_images=len(failed), num_evaluated_images=len(eval_ids))
     write_run_json(out, run_info)
     from .report.html import write_report
     write_report(out)
