@@ -135,6 +135,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, adversa
     meta = {"trained_on": {"annotations": str(cfg.data), "sha256": data_hash, "images": str(cfg.images)},
             "train_config": asdict(cfg), "command": cfg.command or " ".join(sys.argv),
             "torch": str(torch.__version__)}
+    if state:  # keep the command that started the run; resuming is exact, so it still reproduces the weights
+        old = state.get("meta", {})
+        if old.get("trained_on", {}).get("sha256") != data_hash:
+            raise RobustsegError(f"--resume: {cfg.data} is not the dataset this run was started on")
+        meta["command"] = old.get("command", meta["command"])
+        meta["resumed_at"] = list(old.get("resumed_at", [])) + [start]
 
     def checkpoint(it: int, final: bool) -> None:
         extra = {} if final else {"train_state": {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -145,7 +151,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, adversa
 
     loader = torch.utils.data.DataLoader(ds, batch_sampler=_IterBatches(len(ds), cfg.batch_size, start, cfg.iters,
                                                                         cfg.seed),
-                                         collate_fn=collate, num_workers=cfg.workers)
+                                         collate_fn=collate, num_workers=cfg.workers,
+                                         # own generator: iter(loader) must not draw from the global RNG,
+                                         # which was just restored for an exact resume
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     from tqdm import tqdm
     bar = tqdm(total=cfg.iters, initial=start, desc="train", unit="it", disable=not progress, dynamic_ncols=True)
     t0, it = time.time(), start
