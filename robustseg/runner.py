@@ -10,27 +10,34 @@ import hashlib
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from .api import batches
-from .attacks import ATTACKS, DetectorLoss
+from . import sanity
+from .attacks import ATTACKS, PGD
+from .attacks.base import gradients
+from .attacks.foolbox_bridge import object_robust_accuracy
+from .attacks.objectives import attack_targets, make_objective, mislabel_to
 from .data.coco import CocoDataset
+from .errors import RobustsegError
 from .eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
+from .eval.detection_stats import detection_stats
 from .fileio import sha256_file, write_json
 from .models.checkpoint import LoadedModel, load_model
-from .errors import RobustsegError
 from .models.modes import attack_mode
 from .results import append_jsonl, prepare_out_dir, read_jsonl, versions, write_csv, write_metrics, write_run_json
 from .suites import AttackPoint, Suite, load_suite
 
 SCORE_THRESHOLD = 0.5  # detections counted in per_image.csv
 CLEAN = AttackPoint("clean")
-PER_IMAGE_COLUMNS = ["image_id", "point", "attack", "norm", "eps", "steps", "loss_clean", "loss_adv",
+PER_IMAGE_COLUMNS = ["image_id", "point", "attack", "norm", "eps", "steps", "objective", "loss_clean", "loss_adv",
                      "detections_clean", "detections_adv", "linf", "l2"]
+STATS_COLUMNS = ["point", "attack", "norm", "eps", "steps", "objective", "objects", "vanishing_rate", "fp_per_image",
+                 "targeted_success", "mask_iou"]
 
 
 @dataclass
@@ -83,39 +90,66 @@ class _Run:
     def results(self, outputs, ids) -> list[dict]:
         return [r for o, iid in zip(outputs, ids) for r in to_coco_results(o, iid, self.lm.category_ids)]
 
+    def target_label(self, point: AttackPoint) -> int | None:
+        if point.target_class in (None, "next"):
+            return None
+        return self.lm.class_names.index(point.target_class) + 1
+
     def batch(self, imgs, tgts, ids, batch_key, bar) -> None:
         """Clean pass + every attack point for one batch; appends to the work files only when all is done."""
-        model, lines, rows = self.lm.model, {}, []
+        model, lines, rows, grads, fb_rows = self.lm.model, {}, [], [], []
         clean_out = predict(model, imgs)
         lines["clean"] = self.results(clean_out, ids)
         clean_counts = _count(clean_out)
         bar.update(len(ids))
         losses_clean: dict[tuple, list[float]] = {}
         for point in self.points:
-            objective = DetectorLoss(point.losses)
-            if point.losses not in losses_clean:
-                losses_clean[point.losses] = per_image_losses(model, imgs, tgts, objective,
-                                                              derived_seed(self.seed, batch_key))
             s = derived_seed(self.seed, point.key, batch_key)
+            if point.attack == "foolbox":
+                fb_rows += self.foolbox(point, imgs, tgts, ids, s)
+                bar.update(len(ids))
+                continue
+            objective = make_objective(point.objective, point.losses)
+            targets = attack_targets(point.objective, tgts, clean_out, self.lm.num_classes, self.target_label(point))
+            okey = (point.objective, point.losses, point.target_class)
+            if okey not in losses_clean:
+                losses_clean[okey] = per_image_losses(model, imgs, targets, objective,
+                                                      derived_seed(self.seed, batch_key))
+                grads += gradient_health(model, imgs, targets, objective, ids, point.objective)
             torch.manual_seed(s)
-            adv = build_attack(point)(model, imgs, tgts, [point.eps], objective, torch.Generator().manual_seed(s))[0]
+            adv = build_attack(point)(model, imgs, targets, [point.eps], objective, torch.Generator().manual_seed(s))[0]
             adv_out = predict(model, adv)
             lines[point.key] = self.results(adv_out, ids)
-            loss_adv = per_image_losses(model, adv, tgts, objective, derived_seed(self.seed, batch_key))
+            loss_adv = per_image_losses(model, adv, targets, objective, derived_seed(self.seed, batch_key))
             adv_counts = _count(adv_out)
             for j, iid in enumerate(ids):
                 d = (adv[j] - imgs[j]).flatten()
                 rows.append({"image_id": iid, "point": point.key, "attack": point.attack, "norm": point.norm,
-                             "eps": point.eps, "steps": point.steps, "loss_clean": losses_clean[point.losses][j],
-                             "loss_adv": loss_adv[j], "detections_clean": clean_counts[j],
-                             "detections_adv": adv_counts[j], "linf": float(d.abs().max()),
-                             "l2": float(d.norm(p=2))})
+                             "eps": point.eps, "steps": point.steps, "objective": point.objective,
+                             "loss_clean": losses_clean[okey][j], "loss_adv": loss_adv[j],
+                             "detections_clean": clean_counts[j], "detections_adv": adv_counts[j],
+                             "linf": float(d.abs().max()), "l2": float(d.norm(p=2))})
             bar.update(len(ids))
         for key, items in lines.items():
             append_jsonl(self.work / f"{key}.jsonl", items)
         append_jsonl(self.work / "per_image.jsonl", rows)
+        append_jsonl(self.work / "grads.jsonl", grads)
+        append_jsonl(self.work / "foolbox.jsonl", fb_rows)
         # the batch is committed last: a kill before this line redoes the batch on --resume
         append_jsonl(self.work / "done.jsonl", [{"image_id": i} for i in ids])
+
+    def foolbox(self, point: AttackPoint, imgs, tgts, ids, seed: int) -> list[dict]:
+        params = dict(point.params)
+        name = params.pop("fb")
+        torch.manual_seed(seed)
+        rows = []
+        for img, t, iid in zip(imgs, tgts, ids):
+            clean, robust = object_robust_accuracy(self.lm.model, img, t["boxes"], t["labels"], name, params,
+                                                   [point.eps])
+            rows.append({"image_id": iid, "point": point.key, "attack": name, "norm": point.norm, "eps": point.eps,
+                         "objects": len(clean), "clean_correct": int(clean.sum()),
+                         "robust_correct": int(robust[0].sum())})
+        return rows
 
     def batch_or_split(self, imgs, tgts, ids, batch_key, bar) -> None:
         """On CUDA out-of-memory, halve the batch and go on (logged), instead of losing the run."""
@@ -129,6 +163,35 @@ class _Run:
             tqdm.write(f"CUDA out of memory on a batch of {len(ids)}: retrying as {h} + {len(ids) - h}")
             self.batch_or_split(imgs[:h], tgts[:h], ids[:h], f"{batch_key}a", bar)
             self.batch_or_split(imgs[h:], tgts[h:], ids[h:], f"{batch_key}b", bar)
+
+    def unbounded(self, eval_ids: list[int], clean_results: list[dict]) -> dict:
+        """The gradient-masking probe: PGD at eps 1.0 from the clean image on a few images (sanity.py)."""
+        cfg = sanity.UNBOUNDED
+        ids = eval_ids[:cfg["images"]]
+        pos = {iid: i for i, iid in enumerate(self.ds.image_ids)}
+        results = []
+        attack = PGD(steps=cfg["steps"], random_start=False)
+        for chunk in batches(len(ids), 4):
+            sub = [ids[i] for i in chunk]
+            loaded = [self.load(pos[iid]) for iid in sub]
+            imgs, tgts = [x for x, _ in loaded], [t for _, t in loaded]
+            torch.manual_seed(derived_seed(self.seed, "unbounded", sub[0]))
+            adv = attack(self.lm.model, imgs, tgts, [cfg["eps"]], make_objective("gt"))[0]
+            results += self.results(predict(self.lm.model, adv), sub)
+        keep = set(ids)
+        clean = evaluate(self.ds.coco, [r for r in clean_results if r["image_id"] in keep], ids, ("bbox",), False)
+        adv_m = evaluate(self.ds.coco, results, ids, ("bbox",), False)
+        return {"eps": cfg["eps"], "steps": cfg["steps"], "images": len(ids), "ap": adv_m["bbox"]["AP"],
+                "clean_ap": clean["bbox"]["AP"]}
+
+
+def gradient_health(model, images, targets, objective, ids, objective_name: str) -> list[dict]:
+    """Per image: norms of the objective's input gradient at the clean point, and whether it is zero/finite."""
+    with attack_mode(model):
+        grads, _ = gradients(model, objective, images, targets, sanitize=False)
+    return [{"image_id": iid, "objective": objective_name, "l1": float(g.abs().sum()), "l2": float(g.norm()),
+             "linf": float(g.abs().max()), "zero": bool((g == 0).all()), "finite": bool(torch.isfinite(g).all())}
+            for g, iid in zip(grads, ids)]
 
 
 def _resume_state(out: Path, fingerprint: dict) -> tuple[set[int], list[dict]]:
@@ -185,6 +248,14 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
         out = Path("reports") / f"{Path(lm.path or 'model').stem}-{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = prepare_out_dir(out, force=force, resume=resume)
     points = suite.points
+    for p in points:
+        if p.target_class not in (None, "next") and p.target_class not in lm.class_names:
+            raise RobustsegError(f"target_class {p.target_class!r} is not a class of the model "
+                                 f"({', '.join(lm.class_names[:10])}...)")
+    if not ds.has_annotations and any(p.objective == "gt" for p in points):
+        tqdm.write("notice: the dataset has no annotations; attacking the model's own confident detections "
+                   "(objective 'pseudo') instead of ground truth; AP needs ground truth and reads -1")
+        points = [replace(p, objective="pseudo") if p.objective == "gt" else p for p in points]
     fingerprint = {"suite": suite.as_dict()["points"], "seed": seed, "batch_size": batch_size,
                    "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
     work = out / "work"
@@ -241,11 +312,13 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     eval_ids = [i for i in ds.image_ids if i not in failed_ids]
     if not eval_ids:
         raise RobustsegError("every image failed to load; nothing to evaluate (see run.json)")
-    rows, class_rows = [], []
+    rows, class_rows, stats_rows = [], [], []
     names = dict(zip(lm.category_ids, lm.class_names))
-    for point in [CLEAN] + points:
+    clean_results: list[dict] = []
+    for point in [CLEAN] + [p for p in points if p.attack != "foolbox"]:
         key = "clean" if point is CLEAN else point.key
         results = read_jsonl(work / f"{key}.jsonl")
+        clean_results = results if point is CLEAN else clean_results
         write_json(out / "predictions" / f"{key}.json", results)
         m = evaluate(ds.coco, results, eval_ids)
         base = {"attack": point.attack, "norm": point.norm if point is not CLEAN else "none", "eps": point.eps,
@@ -254,10 +327,24 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
             rows += [{**base, "iou_type": t, "metric": k, "value": m[t][k]} for k in METRICS]
             class_rows += [{**base, "iou_type": t, "category_id": c, "category": names.get(c, str(c)), "AP": ap}
                            for c, ap in m["per_class"][t].items()]
+        target = None
+        if point.objective == "mislabel":
+            label = run.target_label(point)
+            target = {cid: lm.category_ids[int(mislabel_to(torch.tensor([i + 1]), lm.num_classes, label)) - 1]
+                      for i, cid in enumerate(lm.category_ids)}
+        stats_rows.append({**base, "objective": point.objective if point is not CLEAN else "none",
+                           **detection_stats(ds.coco, results, eval_ids, target)})
     df = write_metrics(out, rows)
     write_csv(out / "per_class.csv", class_rows)
+    write_csv(out / "detection_stats.csv", stats_rows, STATS_COLUMNS)
     per_image = sorted(read_jsonl(work / "per_image.jsonl"), key=lambda r: (r["point"], r["image_id"]))
     write_csv(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
+    fb = read_jsonl(work / "foolbox.jsonl")
+    if fb:
+        write_csv(out / "object_accuracy.csv", _object_accuracy(fb))
+    unbounded = run.unbounded(eval_ids, clean_results) if ds.has_annotations else None
+    checks = sanity.run_checks(df, points, per_image, read_jsonl(work / "grads.jsonl"), unbounded)
+    write_json(out / "sanity.json", checks)
     shutil.rmtree(work, ignore_errors=True)
     run_info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     wall_seconds=round(time.time() - t_start, 1), failed_images=failed,
@@ -266,6 +353,20 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     from .report.html import write_report
     write_report(out)
     return RunResult(out, df)
+
+
+def _object_accuracy(rows: list[dict]) -> list[dict]:
+    """Object-level accuracy per foolbox point: clean, and robust (correct after the attack)."""
+    out = {}
+    for r in rows:
+        a = out.setdefault(r["point"], {"point": r["point"], "attack": r["attack"], "norm": r["norm"],
+                                        "eps": r["eps"], "objects": 0, "clean_correct": 0, "robust_correct": 0})
+        for k in ("objects", "clean_correct", "robust_correct"):
+            a[k] += r[k]
+    for a in out.values():
+        a["clean_accuracy"] = a["clean_correct"] / a["objects"] if a["objects"] else float("nan")
+        a["robust_accuracy"] = a["robust_correct"] / a["objects"] if a["objects"] else float("nan")
+    return list(out.values())
 
 
 def summary_table(df) -> str:

@@ -15,26 +15,36 @@ Schema (see docs/suites.md)::
     random_start = true                 # pgd
     decay = 1.0                         # mifgsm momentum
     losses = ["classifier", "mask"]     # overrides the suite default
+    objective = "gt"                    # gt | pseudo | vanish | fabricate | mislabel | mask (docs/objectives.md)
+    target_class = "next"               # mislabel only: "next" (label l -> l+1) or a class name
+
+    [[attack]]
+    type = "foolbox"                    # any foolbox attack on the objects (docs/objectives.md)
+    attack = "LinfPGD"                  # foolbox.attacks.<name>
+    eps = ["2/255", "8/255"]
+    options = { steps = 10 }            # keyword arguments of the foolbox attack
 
 The clean pass and a same-norm random-noise baseline at every eps are always added.
 """
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .attacks.objectives import resolve_losses
-from .errors import SuiteError
+from .attacks.objectives import OBJECTIVES, resolve_losses
+from .errors import RobustsegError, SuiteError
 from .utils import parse_eps
 
-_COMMON = {"type", "norm", "eps", "losses"}
+_COMMON = {"type", "norm", "eps", "losses", "objective", "target_class"}
 ALLOWED = {
     "fgsm": _COMMON,
-    "random": _COMMON,
+    "random": {"type", "norm", "eps"},
     "pgd": _COMMON | {"steps", "rel_stepsize", "abs_stepsize", "random_start"},
     "mifgsm": _COMMON | {"steps", "decay"},
+    "foolbox": {"type", "attack", "eps", "options"},
 }
 TOP_LEVEL = {"name", "description", "losses", "attack"}
 REPO_SUITES = Path(__file__).resolve().parent.parent / "attacks"
@@ -49,6 +59,8 @@ class AttackPoint:
     steps: int = 0
     losses: tuple[str, ...] = ()
     params: tuple[tuple[str, Any], ...] = ()
+    objective: str = "gt"
+    target_class: str | None = None
 
     @property
     def key(self) -> str:
@@ -56,7 +68,10 @@ class AttackPoint:
         extra = "".join(f"-{k}{v}" for k, v in self.params)
         loss = "" if not self.losses or set(self.losses) == set(_all_losses()) else \
             "-" + "+".join(n.removeprefix("loss_") for n in self.losses)
-        return f"{self.attack}-{self.norm}-eps{self.eps:.6f}-s{self.steps}{extra}{loss}"
+        obj = "" if self.objective == "gt" else f"-{self.objective}"
+        if self.target_class not in (None, "next"):
+            obj += "-to_" + "".join(c if c.isalnum() else "_" for c in str(self.target_class))
+        return f"{self.attack}-{self.norm}-eps{self.eps:.6f}-s{self.steps}{extra}{loss}{obj}"
 
     @property
     def eps_label(self) -> str:
@@ -97,7 +112,7 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
         raise SuiteError(f"suite {name}: top level must be a table")
     unknown = set(data) - TOP_LEVEL
     if unknown:
-        raise SuiteError(f"suite {name}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+        raise SuiteError(f"suite {name}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: "
                          f"{', '.join(sorted(TOP_LEVEL))}")
     entries = data.get("attack", [])
     if not isinstance(entries, list) or not entries:
@@ -109,26 +124,35 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
         if not isinstance(a, dict):
             raise SuiteError(f"{where}: must be a table")
         kind = a.get("type")
-        if kind not in ALLOWED:
+        if not isinstance(kind, str) or kind not in ALLOWED:
             raise SuiteError(f"{where}: unknown attack type {kind!r}; choose from {', '.join(ALLOWED)}")
         bad = set(a) - ALLOWED[kind]
         if bad:
-            raise SuiteError(f"{where} ({kind}): unknown parameter(s) {', '.join(sorted(bad))}; allowed: "
-                             f"{', '.join(sorted(ALLOWED[kind]))}")
+            raise SuiteError(f"{where} ({kind}): unknown parameter(s) {', '.join(sorted(map(str, bad)))}; "
+                             f"allowed: {', '.join(sorted(ALLOWED[kind]))}")
+        if kind == "foolbox":
+            points += _foolbox_points(a, where)
+            continue
         norm = a.get("norm", "linf")
         if norm not in ("linf", "l2"):
             raise SuiteError(f"{where}: norm must be linf or l2, not {norm!r}")
         if "eps" not in a:
             raise SuiteError(f"{where}: missing eps")
+        objective = a.get("objective", "gt")
+        if objective not in OBJECTIVES:
+            raise SuiteError(f"{where}: unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+        target_class = a.get("target_class")
+        if target_class is not None and (objective != "mislabel" or not isinstance(target_class, str)):
+            raise SuiteError(f"{where}: target_class (a class name or \"next\") goes with objective = \"mislabel\"")
         try:
-            epss = [parse_eps(e) for e in _as_list(a["eps"])]
+            epss = [parse_eps(e, norm) for e in _as_list(a["eps"])]
             losses = resolve_losses(a.get("losses", default_losses))
-        except Exception as e:  # RobustsegError from the parsers, re-labelled with where it came from
+        except RobustsegError as e:
             raise SuiteError(f"{where}: {e}") from None
         iterative = kind in ("pgd", "mifgsm")
         steps_list = _as_list(a.get("steps", 10)) if iterative else [1 if kind == "fgsm" else 0]
         for s in steps_list:
-            if not isinstance(s, int) or isinstance(s, bool) or s < 1 and iterative:
+            if not isinstance(s, int) or isinstance(s, bool) or (iterative and s < 1):
                 raise SuiteError(f"{where}: steps must be positive integers, got {s!r}")
         params = []
         for k in sorted(set(a) - _COMMON - {"steps"}):
@@ -142,16 +166,34 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
             params.append((k, v))
         for eps in epss:
             for s in steps_list:
-                points.append(AttackPoint(kind, norm, eps, int(s), losses, tuple(params)))
+                points.append(AttackPoint(kind, norm, eps, int(s), losses, tuple(params), objective, target_class))
     return Suite(str(data.get("name", name)), str(data.get("description", "")), _with_baselines(points), source)
+
+
+def _foolbox_points(a: dict, where: str) -> list[AttackPoint]:
+    from .attacks.foolbox_bridge import check_foolbox_attack
+    name, options = a.get("attack"), a.get("options", {})
+    if not isinstance(options, dict):
+        raise SuiteError(f"{where}: options must be a table of the foolbox attack's keyword arguments")
+    try:
+        norm = check_foolbox_attack(name, options)
+        epss = [parse_eps(e, norm) for e in _as_list(a.get("eps", []))]
+    except RobustsegError as e:
+        raise SuiteError(f"{where}: {e}") from None
+    if not epss:
+        raise SuiteError(f"{where}: missing eps")
+    opts = tuple(sorted((str(k), v if not isinstance(v, list) else tuple(v)) for k, v in options.items()))
+    return [AttackPoint("foolbox", norm, eps, int(options.get("steps", 0) or 0),
+                        params=(("fb", name),) + opts) for eps in epss]
 
 
 def _with_baselines(points: list[AttackPoint]) -> list[AttackPoint]:
     """Add the same-norm random baseline at every eps that lacks one; drop exact duplicates; eps 0 is clean."""
     have = {(p.norm, p.eps) for p in points if p.attack == "random"}
-    extra = [AttackPoint("random", p.norm, p.eps, 0, p.losses) for p in points
-             if p.attack != "random" and p.eps > 0 and (p.norm, p.eps) not in have]
-    out = list(dict.fromkeys(points + extra))
+    extra = {AttackPoint("random", p.norm, p.eps) for p in points
+             if p.attack not in ("random", "foolbox") and p.eps > 0 and (p.norm, p.eps) not in have}
+    points = [AttackPoint("random", p.norm, p.eps) if p.attack == "random" else p for p in points]
+    out = list(dict.fromkeys(points + sorted(extra, key=lambda p: (p.norm, p.eps))))
     return sorted(out, key=lambda p: (p.attack != "random", p.attack, p.norm, p.eps, p.steps))
 
 

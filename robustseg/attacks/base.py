@@ -29,13 +29,22 @@ def clip_image(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
-def gradients(model, objective: Objective, images: list[torch.Tensor], targets: list[dict]
+def gradients(model, objective: Objective, images: list[torch.Tensor], targets: list[dict], sanitize: bool = True
               ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """d objective / d image for each image of the batch, in one forward+backward."""
+    """d objective / d image for each image of the batch, in one forward+backward.
+
+    ``sanitize`` zeroes non-finite entries so one bad pixel cannot turn an image into NaNs (the run's sanity
+    checks count such gradients separately, with ``sanitize=False``).
+    """
     xs = [x.detach().requires_grad_(True) for x in images]
     loss, _ = objective(model, xs, targets)
+    if not loss.requires_grad:  # e.g. no loss term depends on the input: the gradient is zero
+        return [torch.zeros_like(x) for x in xs], loss.detach()
     grads = torch.autograd.grad(loss, xs, allow_unused=True)
-    return [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, xs)], loss.detach()
+    grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, xs)]
+    if sanitize:
+        grads = [torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for g in grads]
+    return grads, loss.detach()
 
 
 @dataclass(frozen=True)

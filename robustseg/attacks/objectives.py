@@ -1,7 +1,14 @@
 """What an attack maximises. An objective maps (model, images, targets) to a scalar loss and its components.
 
-``gt`` (the default): a weighted sum of the detector's own training losses against the ground truth. The model
-must be in ``attack_mode`` (train-mode loss branches, frozen normalisation) when an objective is called.
+The model must be in ``attack_mode`` (train-mode loss branches, frozen normalisation) when one is called.
+Objectives (TOG, Chow et al. 2020; DAG, Xie et al. 2017), each a sign and a choice of targets:
+- ``gt``: maximise the detector's own losses against the ground truth (default);
+- ``pseudo``: the same against the clean model's confident detections (no labels needed);
+- ``vanish``: minimise objectness + classification losses against *no* objects, so detections disappear;
+- ``fabricate``: maximise them against no objects, so spurious detections appear;
+- ``mislabel``: minimise the losses against the ground truth relabelled to a target class (next class by
+  default: label l -> l + 1, the last wraps to 1; or one fixed class for every object);
+- ``mask``: maximise the mask loss alone, damaging masks while boxes stay.
 """
 from __future__ import annotations
 
@@ -12,18 +19,22 @@ import torch
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 _SHORT = {n.removeprefix("loss_"): n for n in LOSS_NAMES}
+OBJECTIVES = ("gt", "pseudo", "vanish", "fabricate", "mislabel", "mask")
+PSEUDO_SCORE = 0.5   # clean detections at or above this score become pseudo ground truth
 
 
 def resolve_losses(names: Sequence[str] | str | None) -> tuple[str, ...]:
     """Accept ``all``, full names (loss_mask) or short ones (mask, classifier, rpn_box_reg)."""
     from ..errors import RobustsegError
-    if names is None or names == "all" or list(names) == ["all"]:
+    if names is None or names == "all" or (not isinstance(names, str) and list(names) == ["all"]):
         return LOSS_NAMES
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    if not isinstance(names, (list, tuple)):
+        raise RobustsegError(f"losses must be 'all' or a list of names, not {names!r}")
     out = []
     for n in names:
-        full = n if n in LOSS_NAMES else _SHORT.get(n)
+        full = n if n in LOSS_NAMES else _SHORT.get(n) if isinstance(n, str) else None
         if full is None:
             raise RobustsegError(f"unknown loss {n!r}; choose from {', '.join(_SHORT)} or all")
         out.append(full)
@@ -41,12 +52,67 @@ class Objective(Protocol):
 
 @dataclass(frozen=True)
 class DetectorLoss:
-    """Weighted sum of Mask R-CNN's training losses against the given targets (ground truth)."""
+    """sign * weighted sum of Mask R-CNN's training losses against the targets it is given."""
     losses: tuple[str, ...] = LOSS_NAMES
     weights: dict = field(default_factory=dict)
+    sign: float = 1.0
     name: str = "gt"
 
     def __call__(self, model, images, targets):
         parts = model(images, targets)
         total = sum(self.weights.get(k, 1.0) * parts[k] for k in self.losses)
-        return total, parts
+        return self.sign * total, parts
+
+
+def make_objective(name: str = "gt", losses: Sequence[str] | None = None) -> DetectorLoss:
+    """The loss an attack maximises for objective ``name`` (targets come from ``attack_targets``)."""
+    if name in ("gt", "pseudo"):
+        return DetectorLoss(tuple(losses or LOSS_NAMES), name=name)
+    if name == "mask":
+        return DetectorLoss(("loss_mask",), name=name)
+    if name in ("vanish", "fabricate"):
+        return DetectorLoss(("loss_objectness", "loss_classifier"), sign=-1.0 if name == "vanish" else 1.0,
+                            name=name)
+    if name == "mislabel":
+        return DetectorLoss(tuple(losses or LOSS_NAMES), sign=-1.0, name=name)
+    from ..errors import RobustsegError
+    raise RobustsegError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
+
+
+def _empty_like(t: dict) -> dict:
+    h, w = t["masks"].shape[-2:]
+    dev = t["boxes"].device
+    return {**t, "boxes": torch.zeros((0, 4), device=dev), "labels": torch.zeros(0, dtype=torch.int64, device=dev),
+            "masks": torch.zeros((0, h, w), dtype=torch.uint8, device=dev)}
+
+
+def mislabel_to(labels: torch.Tensor, num_classes: int, target_label: int | None) -> torch.Tensor:
+    """The documented rule: every object to ``target_label``, or to the next class (l -> l+1, last -> 1)."""
+    if target_label is not None:
+        return torch.full_like(labels, int(target_label))
+    return labels % (num_classes - 1) + 1
+
+
+def pseudo_targets(outputs: list[dict], like: list[dict], score: float = PSEUDO_SCORE) -> list[dict]:
+    """The clean model's confident detections as targets (boxes, labels, masks binarised at 0.5)."""
+    out = []
+    for o, t in zip(outputs, like):
+        keep = o["scores"] >= score
+        out.append({**t, "boxes": o["boxes"][keep].detach(), "labels": o["labels"][keep].detach(),
+                    "masks": (o["masks"][keep, 0] > 0.5).to(torch.uint8).detach()})
+    return out
+
+
+def attack_targets(name: str, gt: list[dict], clean_outputs: list[dict] | None, num_classes: int,
+                   target_label: int | None = None) -> list[dict]:
+    """The targets the objective's loss is computed against."""
+    if name in ("gt", "mask"):
+        return gt
+    if name == "pseudo":
+        return pseudo_targets(clean_outputs, gt)
+    if name in ("vanish", "fabricate"):
+        return [_empty_like(t) for t in gt]
+    if name == "mislabel":
+        return [{**t, "labels": mislabel_to(t["labels"], num_classes, target_label)} for t in gt]
+    from ..errors import RobustsegError
+    raise RobustsegError(f"unknown objective {name!r}")
