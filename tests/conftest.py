@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny synthetic COCO dataset and a tiny untrained robustseg checkpoint.
+
+Everything heavy is session-scoped and written once under pytest's session temp dir. Tests run single-threaded so
+results are reproducible bit for bit (and so they share the 2-core machine politely).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustseg.data.synth import CATEGORIES, generate
+from robustseg.models import build_model, save_checkpoint
+
+torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    # pycocotools' mask.decode warns on numpy 2 on every call; it is not ours and drowns the report
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+SYNTH_N = 6
+SYNTH_SIZE = 64
+SYNTH_SEED = 3
+TINY_CLASS_NAMES = [c["name"] for c in CATEGORIES]
+TINY_CATEGORY_IDS = [c["id"] for c in CATEGORIES]
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(annotations.json, images dir) of 6 synthetic 64x64 images. Treat as read-only."""
+    root = tmp_path_factory.mktemp("synth")
+    ann = generate(root, SYNTH_N, seed=SYNTH_SEED, size=SYNTH_SIZE)
+    return Path(ann), root / "images"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained ``tiny`` robustseg checkpoint for the 3 synthetic classes (4 incl. background)."""
+    torch.manual_seed(0)
+    model = build_model("tiny", 4).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model, arch="tiny", arch_cfg={}, class_names=TINY_CLASS_NAMES,
+                    category_ids=TINY_CATEGORY_IDS, meta={"note": "untrained test model"})
+    return path
+
+
+@pytest.fixture
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return build_model("tiny", 4)
