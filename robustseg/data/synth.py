@@ -170,7 +170,7 @@ def default_split(**overrides) -> tuple[Path, Path]:
     if not ann.is_file():
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        generate(tmp, params["n"], params["seed"], params["size"])
+        generate(tmp, **{k: v for k, v in params.items() if k != "v"})  # every override, not only n/seed/size
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)
     return ann, root / "images"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,7 @@ def _torch_load(path: Path) -> Any:
         detail = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
         raise CheckpointError(f"checkpoint {path}: refused, it holds objects other than weights "
                               f"(not loaded, nothing executed): {detail.strip()[:200]}") from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as e:
+    except Exception as e:  # BadZipFile, EOFError, and KeyError/IndexError/struct.error from garbage bytes
         msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path}: not a readable torch file (truncated or corrupt?): {msg}") from None
 
