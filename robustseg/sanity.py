@@ -5,7 +5,8 @@ Each check is pass/warn with the numbers behind it, written to ``sanity.json``:
 - monotone_eps / monotone_steps: AP does not rise with eps or with steps (tolerance TOL);
 - unbounded: PGD with eps 1.0 from the clean image (no random start) drives bbox AP close to zero — if not, the
   gradients are probably masked;
-- loss_increased: the attack raised its own objective on (nearly) every image;
+- loss_increased: the attack raised its own objective on (nearly) every image: at least 95%, or all but one
+  (the train-mode losses sample anchors and proposals at random, so one image may read lower by chance);
 - gradients: no image has an all-zero or non-finite input gradient at the clean point.
 """
 from __future__ import annotations
@@ -69,7 +70,7 @@ def run_checks(metrics: pd.DataFrame, points: list, per_image: list[dict], grads
             by_point.setdefault(r["point"], []).append(r["loss_adv"] > r["loss_clean"])
     for key, ups in by_point.items():
         frac = sum(ups) / len(ups)
-        checks.append(_check("loss_increased", frac >= LOSS_UP_FRACTION,
+        checks.append(_check("loss_increased", frac >= LOSS_UP_FRACTION or sum(ups) >= len(ups) - 1,
                              f"{key}: objective rose on {sum(ups)}/{len(ups)} images", point=key, fraction=frac))
     zero = sum(1 for g in grads if g["zero"])
     bad = sum(1 for g in grads if not g["finite"])
