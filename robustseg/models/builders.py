@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
 import torch
@@ -57,13 +58,22 @@ class TinyBackbone(nn.Module):
         return self.fpn(feats)
 
 
+def _maskrcnn(cls, *args, **kwargs):
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as e:  # an unknown option in arch_cfg / a --arch-opt
+        from ..errors import RobustsegError
+        raise RobustsegError(f"invalid architecture option: {e}") from None
+
+
 def build_tiny(num_classes: int, **cfg: Any) -> MaskRCNN:
     c = {**TINY_DEFAULTS, **cfg}
+    extra = {k: v for k, v in c.items() if k not in TINY_DEFAULTS}  # other MaskRCNN options, e.g. box_score_thresh
     backbone = TinyBackbone(c["fpn_channels"])
     anchors = AnchorGenerator(tuple((s,) for s in c["anchor_sizes"]), ((0.5, 1.0, 2.0),) * len(c["anchor_sizes"]))
     ch = c["fpn_channels"]
-    return MaskRCNN(
-        backbone,
+    return _maskrcnn(
+        MaskRCNN, backbone,
         num_classes=None,
         min_size=c["min_size"], max_size=c["max_size"],
         rpn_anchor_generator=anchors,
@@ -75,18 +85,20 @@ def build_tiny(num_classes: int, **cfg: Any) -> MaskRCNN:
         rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=300,
         rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=600,
         rpn_batch_size_per_image=128, box_batch_size_per_image=128,
+        **extra,
     )
 
 
 def build_r50_fpn(num_classes: int, **cfg: Any) -> MaskRCNN:
     """torchvision's maskrcnn_resnet50_fpn exactly as built for pretrained weights: frozen BN, 3 trainable layers."""
-    trunk = resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    eps = cfg.pop("frozen_bn_eps", 1e-5)  # 0.0 for torchvision's official COCO v1 weights
+    trunk = resnet50(weights=None, norm_layer=partial(FrozenBatchNorm2d, eps=eps))
     backbone = _resnet_fpn_extractor(trunk, cfg.pop("trainable_backbone_layers", 3))
-    return MaskRCNN(backbone, num_classes=num_classes, **cfg)
+    return _maskrcnn(MaskRCNN, backbone, num_classes=num_classes, **cfg)
 
 
 def build_r50_fpn_v2(num_classes: int, **cfg: Any) -> MaskRCNN:
-    return maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes, **cfg)
+    return _maskrcnn(maskrcnn_resnet50_fpn_v2, weights=None, weights_backbone=None, num_classes=num_classes, **cfg)
 
 
 _BUILDERS = {"tiny": build_tiny, "maskrcnn_resnet50_fpn": build_r50_fpn, "maskrcnn_resnet50_fpn_v2": build_r50_fpn_v2}

@@ -18,7 +18,6 @@ import torch
 from torch.torch_version import TorchVersion
 from torchvision.models._meta import _COCO_CATEGORIES
 from torchvision.models.detection import MaskRCNN
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..errors import CheckpointError
 from ..fileio import atomic_write, sha256_file
@@ -181,14 +180,12 @@ def load_model(path: str | Path | None = None, *, arch: str | None = None, num_c
         raise CheckpointError(f"checkpoint {path}: {len(cat_ids)} category ids / {len(names)} names for "
                               f"{n_file - 1} foreground classes")
     _check_finite(sd, path)
+    digest = sha256_file(path)
+    if arch == "maskrcnn_resnet50_fpn" and digest.startswith(_TV_COCO_V1_SHA):
+        cfg.setdefault("frozen_bn_eps", 0.0)  # what torchvision's builder does for these weights; kept in arch_cfg
     cfg = {**cfg, **arch_overrides}
     model = build_model(arch, n_file, **cfg)
     _load_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, arch)
-    digest = sha256_file(path)
-    if arch == "maskrcnn_resnet50_fpn" and digest.startswith(_TV_COCO_V1_SHA):
-        for m in model.modules():  # what torchvision's builder does for these weights
-            if isinstance(m, FrozenBatchNorm2d):
-                m.eps = 0.0
     model.eval().to(device)
     return LoadedModel(model, arch, cfg, names, [int(c) for c in cat_ids], meta, str(path), digest, fmt)
 

@@ -15,7 +15,8 @@ _FROZEN_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.
 
 @contextmanager
 def attack_mode(model: nn.Module):
-    was_training = model.training
+    # every module's own flag: a model may mix modes (e.g. BatchNorm frozen in eval() while fine-tuning)
+    modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
     try:
         model.train()
@@ -28,4 +29,5 @@ def attack_mode(model: nn.Module):
     finally:
         for p, flag in grads:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, flag in modes:
+            m.training = flag
