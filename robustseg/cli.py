@@ -93,13 +93,19 @@ def cmd_attack(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report.html import write_report
+    """One RUN_DIR: regenerate its report (into the run, or --out). Several: a comparison report."""
+    from .report.rundata import load_run
     for d in args.runs:
-        if not (Path(d) / "metrics.csv").is_file() or not (Path(d) / "run.json").is_file():
-            raise RobustsegError(f"{d} is not a robustseg results directory (no metrics.csv/run.json)")
-    if len(args.runs) > 1:
-        raise RobustsegError("comparing several runs is not implemented yet; give one RUN_DIR")
-    print(f"wrote {write_report(args.runs[0], args.out)}")
+        load_run(d)  # a clear error for anything that is not a results directory
+    if len(args.runs) == 1:
+        from .report.html import write_report
+        if args.out:
+            from .results import prepare_out_dir
+            prepare_out_dir(args.out, force=args.force)
+        print(f"wrote {write_report(args.runs[0], args.out)}")
+    else:
+        from .report.compare import write_comparison
+        print(f"wrote {write_comparison(args.runs, args.out, force=args.force)}")
     return 0
 
 
@@ -141,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an unreadable image: skip it (logged, counted in run.json; default) or stop the run")
     a.set_defaults(func=cmd_attack)
 
-    r = sub.add_parser("report", help="regenerate the HTML report of a results directory")
+    r = sub.add_parser("report", help="regenerate the HTML report of a results directory, or compare several")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    r.add_argument("--out", help="where to write report.html (default: the run directory)")
+    r.add_argument("--out", help="where to write report.html, plots/ and CSVs (default: the run directory; "
+                                 "with several runs reports/compare-<time>/)")
+    r.add_argument("--force", action="store_true", help="write into a non-empty --out")
     r.set_defaults(func=cmd_report)
 
     t = sub.add_parser("train", help="train or fine-tune a Mask R-CNN")

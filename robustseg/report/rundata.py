@@ -1,0 +1,107 @@
+"""A results directory read back from disk (docs/results.md), with the groupings every report part uses."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import RobustsegError
+
+BASELINES = ("clean", "random")
+SPECIAL_PREFIXES = ("probe-", "patch-")  # rows other commands add to metrics.csv; their own report sections
+_KEY = re.compile(r"^.*?-eps[0-9.]+-s\d+-?(.*)$")
+
+
+def variant_of(point_key: str) -> str:
+    """What a point key says beyond attack, norm, eps and steps (fixed parameters, losses, objective), e.g.
+    ``vanish`` for ``pgd-linf-eps0.031373-s10-vanish``: points differing only in eps/steps form one curve."""
+    m = _KEY.match(str(point_key))
+    return m.group(1) if m else ""
+
+
+@dataclass
+class RunData:
+    path: Path
+    info: dict
+    metrics: pd.DataFrame
+    per_class: pd.DataFrame | None = None
+    per_image: pd.DataFrame | None = None
+    gradnorms: pd.DataFrame | None = None
+    sanity: dict | list | None = None
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.path.resolve().name
+
+    def ap(self, iou_type: str, metric: str = "AP") -> pd.DataFrame:
+        m = self.metrics
+        return m[(m.iou_type == iou_type) & (m.metric == metric)]
+
+    def clean_value(self, iou_type: str, metric: str = "AP") -> float:
+        g = self.ap(iou_type, metric)
+        return float(g[g.attack == "clean"].value.iloc[0])
+
+    def family(self, attack: str, norm: str, variant: str) -> pd.DataFrame:
+        m = self.metrics
+        return m[(m.attack == attack) & (m.norm == norm) & (m.variant == variant)]
+
+    def random_rows(self, norm: str) -> pd.DataFrame:
+        """The same-norm random baseline; plain (all-loss) random points when there are several kinds."""
+        m = self.metrics
+        r = m[(m.attack == "random") & (m.norm == norm)]
+        return r[r.variant == ""] if (r.variant == "").any() else r.drop_duplicates(["iou_type", "metric", "eps"])
+
+    def attack_rows(self) -> pd.DataFrame:
+        """Rows of eps-swept attacks: not clean, random, probes or patches."""
+        m = self.metrics
+        return m[~m.attack.isin(BASELINES) & ~m.attack.str.startswith(SPECIAL_PREFIXES)]
+
+    def families(self) -> list[tuple[str, str, str]]:
+        """(attack, norm, variant) of each eps-swept attack family, in the order they appear."""
+        r = self.attack_rows()
+        return list(dict.fromkeys(zip(r.attack, r.norm, r.variant)))
+
+    def special_rows(self, prefix: str) -> pd.DataFrame:
+        return self.metrics[self.metrics.attack.str.startswith(prefix)]
+
+    def strongest_point(self, attack: str, norm: str, variant: str) -> str:
+        """Largest eps, then most steps: where the runner saves example images (examples.example_points)."""
+        g = self.family(attack, norm, variant).sort_values(["eps", "steps"], kind="stable")
+        return str(g.point.iloc[-1])
+
+    def worst(self, iou_type: str) -> pd.Series | None:
+        """The attack point with the lowest AP (clean, random, probes and patches excluded)."""
+        g = self.attack_rows()
+        g = g[(g.iou_type == iou_type) & (g.metric == "AP")]
+        return None if g.empty else g.loc[g.value.idxmin()]
+
+
+def _csv(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
+
+
+def load_run(run_dir: str | Path, label: str = "") -> RunData:
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.csv").is_file() or not (run_dir / "run.json").is_file():
+        raise RobustsegError(f"{run_dir} is not a robustseg results directory (no metrics.csv/run.json)")
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+        metrics = pd.read_csv(run_dir / "metrics.csv", dtype={"eps_label": str, "point": str, "attack": str})
+    except (ValueError, pd.errors.ParserError) as e:
+        raise RobustsegError(f"{run_dir}: unreadable metrics.csv or run.json ({e})") from None
+    metrics["variant"] = [variant_of(p) if a not in BASELINES else "" for p, a in zip(metrics.point, metrics.attack)]
+    sanity = None
+    if (run_dir / "sanity.json").is_file():
+        sanity = json.loads((run_dir / "sanity.json").read_text())
+    return RunData(run_dir, info, metrics, per_class=_csv(run_dir / "per_class.csv"),
+                   per_image=_csv(run_dir / "per_image.csv"), gradnorms=_csv(run_dir / "gradnorms.csv"),
+                   sanity=sanity, label=label)
