@@ -1,21 +1,30 @@
 """Tiny parsing helpers shared by the CLI and suites."""
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 from .errors import RobustsegError
 
 
-def parse_eps(value: str | float | int) -> float:
-    """An epsilon in [0,1] pixel units: ``8/255``, ``0.0314`` or a number. Values > 1 are refused (not 0-255)."""
+def parse_eps(value: str | float | int, norm: str = "linf") -> float:
+    """An epsilon in [0,1] pixel units: ``8/255``, ``0.0314`` or a number.
+
+    Linf: at most 1 (values > 1 are refused: eps is not in 0-255 units). L2 bounds the whole image's perturbation,
+    so any finite value >= 0 is allowed (a 3x128x128 image can move up to sqrt(3*128*128) ~ 221).
+    """
     try:
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not an eps")
         if isinstance(value, str):
             v = float(Fraction(value.strip())) if "/" in value else float(value)
         else:
             v = float(value)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, TypeError, OverflowError):
         raise RobustsegError(f"invalid eps {value!r}: give a number in [0,1] such as 8/255 or 0.03") from None
-    if not 0 <= v <= 1:
+    if not math.isfinite(v) or v < 0:
+        raise RobustsegError(f"invalid eps {value!r}: eps must be a finite number >= 0")
+    if norm == "linf" and v > 1:
         raise RobustsegError(f"eps {value!r} is outside [0,1]: eps is in [0,1] pixel units (8/255, not 8)")
     return v
 
