@@ -128,7 +128,10 @@ def mask_quality_table(run_dir: str | Path, score_threshold: float | None = None
     coco = coco_from_dict(json.loads(ann_path.read_text()))
     if score_threshold is None:
         score_threshold = float(info.get("score_threshold_for_counts", 0.5))
-    keys = ["clean"] + sorted(p.stem for p in (run_dir / "predictions").glob("*.json") if p.stem != "clean")
+    # the cue-conflict probe predicts on its own image set (run.json "cue_conflict"): not this ground truth
+    other_gt = {"probe-cue-conflict"} if info.get("cue_conflict") else set()
+    keys = ["clean"] + sorted(p.stem for p in (run_dir / "predictions").glob("*.json")
+                              if p.stem != "clean" and p.stem not in other_gt)
     preds: dict[str, dict[int, list]] = {}
     for k in keys:
         by_image: dict[int, list] = {}

@@ -256,7 +256,8 @@ def build_context(run: RunData, out_dir: Path) -> dict:
                                if prefix == "probe-" and (run.path / "examples" / "overview.png").is_file() else None,
                                "figure": optional(title, lambda: images.add(plots.special_bars([run], prefix),
                                                                             f"{prefix}ap", title), None),
-                               "extra": _extra_metrics(run, pts)}
+                               "extra": _extra_metrics(run, pts),
+                               "mask_quality": [mq_by_point[p] for p in ["clean", *pts] if p in mq_by_point]}
     patch_images = [_embed_png(p) for p in sorted((run.path / "patches").glob("*.png"))] \
         if (run.path / "patches").is_dir() else []
     verdict, checks = optional("sanity checks", lambda: sanity_checks(run.sanity), (None, []))
