@@ -26,8 +26,8 @@ from .summary import write_summary
 TEMPLATES = Path(__file__).parent / "templates"
 SPECIAL_FILES = {"probe-": ("probes.csv", "shape_bias.csv"), "patch-": ("patches.csv",)}
 LINKED_FILES = ("summary.csv", "metrics.csv", "per_class.csv", "per_image.csv", "mask_quality.csv",
-                "detection_stats.csv", "object_accuracy.csv", "gradnorms.csv", "gradnorms_summary.csv", "probes.csv", "shape_bias.csv",
-                "decisions.csv", "sanity.json", "run.json")
+                "detection_stats.csv", "object_accuracy.csv", "gradnorms.csv", "gradnorms_summary.csv",
+                "probes.csv", "shape_bias.csv", "decisions.csv", "sanity.json", "run.json")
 
 
 def env() -> Environment:
@@ -236,7 +236,8 @@ def build_context(run: RunData, out_dir: Path) -> dict:
             "mask_quality": [mq_by_point[p] for p in ["clean", *fam_points] if p in mq_by_point],
             "figures": [f for f in (
                 images.add(plots.ap_vs_eps([run], attack, norm, variant), f"ap-vs-eps-{fid}", f"AP vs eps, {fid}"),
-                images.add(plots.ap_vs_steps([run], attack, norm, variant), f"ap-vs-steps-{fid}", f"AP vs steps, {fid}"),
+                images.add(plots.ap_vs_steps([run], attack, norm, variant), f"ap-vs-steps-{fid}",
+                           f"AP vs steps, {fid}"),
                 optional("per-class plot", lambda: images.add(plots.per_class_drop(run, strongest),
                                                               f"per-class-drop-{fid}",
                                                               f"per-class AP drop at {strongest}"), None)) if f],
