@@ -134,7 +134,7 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
             points += _foolbox_points(a, where)
             continue
         norm = a.get("norm", "linf")
-        if norm not in ("linf", "l2"):
+        if not isinstance(norm, str) or norm not in ("linf", "l2"):
             raise SuiteError(f"{where}: norm must be linf or l2, not {norm!r}")
         if "eps" not in a:
             raise SuiteError(f"{where}: missing eps")
@@ -149,8 +149,12 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
             losses = resolve_losses(a.get("losses", default_losses))
         except RobustsegError as e:
             raise SuiteError(f"{where}: {e}") from None
+        if not epss:
+            raise SuiteError(f"{where}: eps is an empty list")
         iterative = kind in ("pgd", "mifgsm")
         steps_list = _as_list(a.get("steps", 10)) if iterative else [1 if kind == "fgsm" else 0]
+        if not steps_list:
+            raise SuiteError(f"{where}: steps is an empty list")
         for s in steps_list:
             if not isinstance(s, int) or isinstance(s, bool) or (iterative and s < 1):
                 raise SuiteError(f"{where}: steps must be positive integers, got {s!r}")
@@ -158,8 +162,8 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
         for k in sorted(set(a) - _COMMON - {"steps"}):
             v = a[k]
             if k in ("rel_stepsize", "abs_stepsize", "decay"):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                    raise SuiteError(f"{where}: {k} must be a non-negative number")
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= sys.float_info.max:
+                    raise SuiteError(f"{where}: {k} must be a finite non-negative number, got {v!r}")
                 v = float(v)
             elif k == "random_start" and not isinstance(v, bool):
                 raise SuiteError(f"{where}: random_start must be true or false")
@@ -175,6 +179,13 @@ def _foolbox_points(a: dict, where: str) -> list[AttackPoint]:
     name, options = a.get("attack"), a.get("options", {})
     if not isinstance(options, dict):
         raise SuiteError(f"{where}: options must be a table of the foolbox attack's keyword arguments")
+    for k, v in options.items():  # plain values only: they go into the point's key and its hash
+        flat = v if isinstance(v, list) else [v]
+        if not all(isinstance(x, (str, int, float, bool)) for x in flat):
+            raise SuiteError(f"{where}: foolbox option {k!r} must be a number, string, boolean or a list of them")
+    steps = options.get("steps", 0)
+    if "steps" in options and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise SuiteError(f"{where}: foolbox option steps must be a positive integer, got {steps!r}")
     try:
         norm = check_foolbox_attack(name, options)
         epss = [parse_eps(e, norm) for e in _as_list(a.get("eps", []))]
@@ -183,7 +194,7 @@ def _foolbox_points(a: dict, where: str) -> list[AttackPoint]:
     if not epss:
         raise SuiteError(f"{where}: missing eps")
     opts = tuple(sorted((str(k), v if not isinstance(v, list) else tuple(v)) for k, v in options.items()))
-    return [AttackPoint("foolbox", norm, eps, int(options.get("steps", 0) or 0),
+    return [AttackPoint("foolbox", norm, eps, steps,
                         params=(("fb", name),) + opts) for eps in epss]
 
 

@@ -26,12 +26,14 @@ PSEUDO_SCORE = 0.5   # clean detections at or above this score become pseudo gro
 def resolve_losses(names: Sequence[str] | str | None) -> tuple[str, ...]:
     """Accept ``all``, full names (loss_mask) or short ones (mask, classifier, rpn_box_reg)."""
     from ..errors import RobustsegError
-    if names is None or names == "all" or (not isinstance(names, str) and list(names) == ["all"]):
+    if names is None:
         return LOSS_NAMES
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    if not isinstance(names, (list, tuple)):
+    if not isinstance(names, (list, tuple)):  # checked before list(names): an int or None-like must not crash
         raise RobustsegError(f"losses must be 'all' or a list of names, not {names!r}")
+    if list(names) == ["all"]:
+        return LOSS_NAMES
     out = []
     for n in names:
         full = n if n in LOSS_NAMES else _SHORT.get(n) if isinstance(n, str) else None
