@@ -90,9 +90,10 @@ def evaluate(gt: COCO, results: list[dict], image_ids: Iterable[int] | None = No
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: list[torch.Tensor]) -> list[dict]:
     """Eval-mode detections for a batch of [0,1] images already on the model's device."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each module's own flag (models may mix modes)
     model.eval()
     try:
         return model(images)
     finally:
-        model.train(was_training)
+        for m, flag in modes:
+            m.training = flag
