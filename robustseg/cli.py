@@ -16,6 +16,21 @@ def _add_model_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="use only the first N images (by image id)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--min-size", type=int, help="resize inputs so the short side is this many pixels (overrides the "
+                                                "checkpoint's own setting, e.g. 128 for fast CPU runs)")
+    p.add_argument("--max-size", type=int, help="cap on the long side after resizing (overrides the checkpoint's)")
+
+
+def _model_arg(args):
+    """The --model path as given, or a LoadedModel when --min-size/--max-size override its input resizing."""
+    overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
+    for k, v in overrides.items():
+        if v < 1:
+            raise RobustsegError(f"--{k.replace('_', '-')} must be a positive number of pixels, got {v}")
+    if not overrides:
+        return args.model
+    from .models import load_model
+    return load_model(args.model, device=args.device, **overrides)
 
 
 def _data_paths(args) -> tuple[str, str]:
@@ -39,7 +54,7 @@ def cmd_synth(args) -> int:
 def cmd_eval(args) -> int:
     from .api import evaluate_model
     data, images = _data_paths(args)
-    res = evaluate_model(args.model, data, images, limit=args.limit, device=args.device,
+    res = evaluate_model(_model_arg(args), data, images, limit=args.limit, device=args.device,
                          batch_size=args.batch_size, out=args.out)
     print(f"{'':6}{'AP':>7}{'AP50':>7}{'AP75':>7}{'APs':>7}{'APm':>7}{'APl':>7}")
     for t in ("bbox", "segm"):
@@ -84,7 +99,10 @@ def cmd_attack(args) -> int:
         suite = load_suite(args.suite)
     data, images = _data_paths(args)
     limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
-    res = run_suite(args.model, suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
+    if args.out:  # refuse a non-empty --out before loading a model for --min-size/--max-size
+        from .results import prepare_out_dir
+        prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
+    res = run_suite(_model_arg(args), suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
                     device=args.device, seed=args.seed, force=args.force,
                     resume=args.resume, on_error=args.on_error, command="robustseg " + " ".join(sys.argv[1:]))
     print(res.summary())
