@@ -171,7 +171,14 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
         for eps in epss:
             for s in steps_list:
                 points.append(AttackPoint(kind, norm, eps, int(s), losses, tuple(params), objective, target_class))
-    return Suite(str(data.get("name", name)), str(data.get("description", "")), _with_baselines(points), source)
+    points = _with_baselines(points)
+    seen: dict[str, AttackPoint] = {}
+    for p in points:  # the key names the point's predictions file and its metrics rows: it must be unique
+        if p.key in seen:
+            raise SuiteError(f"suite {name}: two points share the key {p.key} (eps {seen[p.key].eps!r} and "
+                             f"{p.eps!r}); eps values must differ by at least 1e-6")
+        seen[p.key] = p
+    return Suite(str(data.get("name", name)), str(data.get("description", "")), points, source)
 
 
 def _foolbox_points(a: dict, where: str) -> list[AttackPoint]:
