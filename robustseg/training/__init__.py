@@ -1,3 +1,4 @@
+from .adversarial import ADV_KINDS, Adversary
 from .loop import TrainConfig, train
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["ADV_KINDS", "Adversary", "TrainConfig", "train"]
