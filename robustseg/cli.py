@@ -66,18 +66,52 @@ def cmd_eval(args) -> int:
 
 def cmd_train(args) -> int:
     from .training import TrainConfig, train
-    from .utils import parse_kv
+    from .utils import parse_eps, parse_kv
     if not args.data and not args.images:
         raise RobustsegError("train needs --data ANN.json --images DIR (make synthetic data with "
                              "'robustseg data synth')")
     out = Path(args.out)
-    if out.exists() and args.force and not args.resume:
-        out.unlink()
+    if args.force and not args.resume:
+        out.unlink(missing_ok=True)  # missing_ok: under torchrun every process gets here
     cfg = TrainConfig(data=args.data, images=args.images, out=str(out), arch=args.arch,
                       arch_cfg=parse_kv(args.arch_opt), init=args.init, iters=args.iters, batch_size=args.batch_size,
                       lr=args.lr, warmup=args.warmup, seed=args.seed, ckpt_every=args.ckpt_every, half=args.half,
-                      device=args.device, workers=args.workers, command="robustseg " + " ".join(sys.argv[1:]))
+                      device=args.device, workers=args.workers, command="robustseg " + " ".join(sys.argv[1:]),
+                      # adversarial fine-tuning, AMP, periodic evaluation (docs/adversarial-training.md)
+                      adv=args.adv, eps=parse_eps(args.eps), steps=args.steps, adv_ratio=args.adv_ratio,
+                      amp=args.amp, eval_every=args.eval_every, eval_data=args.eval_data,
+                      eval_images=args.eval_images, eval_limit=args.eval_limit, eval_steps=args.eval_steps)
     train(cfg, resume=args.resume)
+    return 0
+
+
+def cmd_gradnorm(args) -> int:
+    """Input-gradient norms per loss component (robustseg/gradnorm.py)."""
+    from .gradnorm import write_gradnorms
+    from .utils import parse_eps
+    data, images = _data_paths(args)
+    limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
+    out = Path(args.out)
+    if (out / "gradnorms.csv").exists() and not args.force:
+        raise RobustsegError(f"{out / 'gradnorms.csv'} exists; pass --force to overwrite it")
+    paths = write_gradnorms(_model_arg(args), data, images, out, limit=limit, seed=args.seed, device=args.device,
+                            adv_eps=parse_eps(args.eps) if args.adv else None, adv_steps=args.steps)
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Before/after: the same suite and gradient norms on every checkpoint (robustseg/compare.py)."""
+    from .compare import compare_checkpoints, headline
+    from .suites import load_suite
+    data, images = _data_paths(args)
+    limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
+    overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
+    path = compare_checkpoints(args.checkpoints, args.out, suite=load_suite(args.suite), data=data, images=images,
+                               limit=limit, batch_size=args.batch_size, device=args.device, seed=args.seed,
+                               force=args.force, command="robustseg " + " ".join(sys.argv[1:]), **overrides)
+    print(headline(path))
+    print(f"wrote {path} (runs in {path.parent}/<name>/, comparison report in {path.parent}/report/)")
     return 0
 
 
@@ -105,8 +139,50 @@ def cmd_attack(args) -> int:
     res = run_suite(_model_arg(args), suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
                     device=args.device, seed=args.seed, force=args.force,
                     resume=args.resume, on_error=args.on_error, command="robustseg " + " ".join(sys.argv[1:]))
+    if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
+        return 0
     print(res.summary())
     print(f"results: {res.out}/ (metrics.csv, per_image.csv, predictions/, run.json, report.html)")
+    return 0
+
+
+DEFAULT_PROBE_LIMIT = 100  # images of the built-in synthetic split probed when no --data is given
+
+
+def cmd_probe(args) -> int:
+    from .probes import run_probes
+    data, images = _data_paths(args)
+    limit = args.limit if args.limit is not None or args.data else DEFAULT_PROBE_LIMIT
+    if args.out:  # refuse a non-empty --out before loading anything
+        from .results import prepare_out_dir
+        prepare_out_dir(args.out, force=args.force, check_only=True)
+    res = run_probes(_model_arg(args), data, images, probes=args.probes, out=args.out, limit=limit,
+                     batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
+                     config=args.config, command="robustseg " + " ".join(sys.argv[1:]))
+    if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
+        return 0
+    print(res.summary())
+    print(f"results: {res.out}/ (metrics.csv, probes.csv, shape_bias.json, examples/, run.json, report.html)")
+    return 0
+
+
+DEFAULT_PATCH_LIMIT = 40  # held-out images of the built-in synthetic split when no --data is given
+
+
+def cmd_patch(args) -> int:
+    """Adversarial patches: universal (EOT), per-image, per-object, with baselines (robustseg/patches/)."""
+    from .patches import run_patches
+    data, images = _data_paths(args)
+    limit = args.limit if args.limit is not None or args.data else DEFAULT_PATCH_LIMIT
+    if args.out:  # refuse a non-empty --out before loading anything
+        from .results import prepare_out_dir
+        prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
+    res = run_patches(_model_arg(args), args.suite, data, images, train_data=args.train_data,
+                      train_images=args.train_images, apply=args.apply, out=args.out, limit=limit,
+                      batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
+                      resume=args.resume, command="robustseg " + " ".join(sys.argv[1:]))
+    print(res.summary())
+    print(f"results: {res.out}/ (metrics.csv, patches.csv, patches/, predictions/, run.json, report.html)")
     return 0
 
 
@@ -165,6 +241,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an unreadable image: skip it (logged, counted in run.json; default) or stop the run")
     a.set_defaults(func=cmd_attack)
 
+    pr = sub.add_parser("probe", help="shape-vs-texture probes (line drawings, silhouettes, texture scramble, "
+                                      "cue-conflict shape bias) into a results directory")
+    _add_model_data(pr)
+    pr.add_argument("--probes", default="all", help="comma-separated: all, line, silhouette, scramble, grayscale, "
+                                                    "invert, cue-conflict, or single ones (line-canny, "
+                                                    "scramble-8x8, ...); default all")
+    pr.add_argument("--config", help="probe options TOML (default attacks/probes.toml, see docs/probes.md)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--out", help="results directory (default reports/<model>-probes-<time>/)")
+    pr.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    pr.set_defaults(func=cmd_probe)
+
+    pa = sub.add_parser("patch", help="adversarial patches (universal with EOT, per-image, per-object) beside "
+                                      "random/grey baselines, or --apply a saved patch to another model/dataset")
+    _add_model_data(pa)
+    pa.add_argument("--suite", help="patch suite TOML (default attacks/patch.toml, see docs/patches.md)")
+    pa.add_argument("--train-data", help="COCO JSON the universal patch trains on (default: a synthetic split, "
+                                         "seed 777, held out from the evaluation split)")
+    pa.add_argument("--train-images", help="image folder of --train-data")
+    pa.add_argument("--apply", metavar="PATCH.pt", help="evaluate this saved universal patch (patches/universal.pt "
+                                                        "of a run) instead of training one")
+    pa.add_argument("--seed", type=int, default=0)
+    pa.add_argument("--out", help="results directory (default reports/<model>-patch-<time>/)")
+    pa.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    pa.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    pa.set_defaults(func=cmd_patch)
+
     r = sub.add_parser("report", help="regenerate the HTML report of a results directory, or compare several")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", help="where to write report.html, plots/ and CSVs (default: the run directory; "
@@ -190,7 +293,44 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=0)
     t.add_argument("--resume", action="store_true")
     t.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    t.add_argument("--adv", choices=["pgd", "fgsm-rs"], help="adversarial fine-tuning: PGD (Madry) or FGSM with "
+                                                           "random start (Wong et al. 2020)")
+    t.add_argument("--eps", default="4/255", help="Linf budget of --adv and of --eval-every's PGD (default 4/255)")
+    t.add_argument("--steps", type=int, default=3, help="PGD steps per adversarial example (default 3)")
+    t.add_argument("--adv-ratio", type=float, default=0.5, help="fraction of each batch made adversarial")
+    t.add_argument("--amp", choices=["bf16", "fp16"], help="mixed-precision autocast (CUDA only)")
+    t.add_argument("--eval-every", type=int, default=0, help="clean + PGD AP every N iterations (0: never)")
+    t.add_argument("--eval-data", help="COCO JSON for --eval-every")
+    t.add_argument("--eval-images", help="image folder for --eval-every")
+    t.add_argument("--eval-limit", type=int, default=16, help="images evaluated by --eval-every (default 16)")
+    t.add_argument("--eval-steps", type=int, default=10, help="PGD steps of --eval-every (default 10)")
     t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("gradnorm", help="input-gradient norms of each loss component, per image")
+    _add_model_data(g)
+    g.add_argument("--adv", choices=["pgd"], help="also measure at PGD adversarial images")
+    g.add_argument("--eps", default="4/255", help="with --adv: Linf budget (default 4/255)")
+    g.add_argument("--steps", type=int, default=10, help="with --adv: PGD steps (default 10)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, help="directory for gradnorms.csv and gradnorms_summary.csv")
+    g.add_argument("--force", action="store_true", help="overwrite gradnorms.csv in --out")
+    g.set_defaults(func=cmd_gradnorm)
+
+    c = sub.add_parser("compare", help="same suite and gradient norms on several checkpoints, side by side")
+    c.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint files ('shipped': the shipped "
+                                                                  "model); the first is the reference")
+    c.add_argument("--suite", help="suite TOML file or built-in name (default quick)")
+    c.add_argument("--data")
+    c.add_argument("--images")
+    c.add_argument("--limit", type=int, help="use only the first N images (default 40 of the synthetic split)")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--min-size", type=int)
+    c.add_argument("--max-size", type=int)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="results directory: <name>/ per checkpoint, compare.csv, report/")
+    c.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    c.set_defaults(func=cmd_compare)
     return ap
 
 

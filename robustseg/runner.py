@@ -7,6 +7,7 @@ at the end with the same code as ``robustseg eval``.
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ from .eval.detection_stats import detection_stats
 from .fileio import sha256_file, write_json
 from .models.checkpoint import LoadedModel, load_model
 from .models.modes import attack_mode
+from .report.examples import example_points, save_examples
 from .results import append_jsonl, prepare_out_dir, read_jsonl, versions, write_csv, write_metrics, write_run_json
 from .suites import AttackPoint, Suite, load_suite
 
@@ -79,8 +81,11 @@ def _count(outputs) -> list[int]:
 class _Run:
     """What every batch of a sweep needs: model, dataset, plan, where to stream results."""
 
-    def __init__(self, lm: LoadedModel, ds: CocoDataset, points: list[AttackPoint], work: Path, device, seed: int):
-        self.lm, self.ds, self.points, self.work, self.device, self.seed = lm, ds, points, work, device, seed
+    def __init__(self, lm: LoadedModel, ds: CocoDataset, points: list[AttackPoint], out: Path, work: Path, device,
+                 seed: int):
+        self.lm, self.ds, self.points, self.out, self.work, self.device, self.seed = \
+            lm, ds, points, out, work, device, seed
+        self.example_keys = example_points(points)  # a few adversarial images per attack family, for the report
 
     def load(self, i: int):
         img = self.ds.load_image(i).to(self.device)
@@ -118,6 +123,8 @@ class _Run:
                 grads += gradient_health(model, imgs, targets, objective, ids, point.objective)
             torch.manual_seed(s)
             adv = build_attack(point)(model, imgs, targets, [point.eps], objective, torch.Generator().manual_seed(s))[0]
+            if point.key in self.example_keys:
+                save_examples(self.out, point.key, ids, adv, imgs)
             adv_out = predict(model, adv)
             lines[point.key] = self.results(adv_out, ids)
             loss_adv = per_image_losses(model, adv, targets, objective, derived_seed(self.seed, batch_key))
@@ -160,7 +167,8 @@ class _Run:
                 raise
             torch.cuda.empty_cache()
             h = len(ids) // 2
-            tqdm.write(f"CUDA out of memory on a batch of {len(ids)}: retrying as {h} + {len(ids) - h}")
+            tqdm.write(f"CUDA out of memory on a batch of {len(ids)}: retrying as {h} + {len(ids) - h}",
+                       file=sys.stderr)
             self.batch_or_split(imgs[:h], tgts[:h], ids[:h], f"{batch_key}a", bar)
             self.batch_or_split(imgs[h:], tgts[h:], ids[h:], f"{batch_key}b", bar)
 
@@ -194,8 +202,13 @@ def gradient_health(model, images, targets, objective, ids, objective_name: str)
             for g, iid in zip(grads, ids)]
 
 
-def _resume_state(out: Path, fingerprint: dict) -> tuple[set[int], list[dict]]:
-    """Image ids already done and per-image failures of an interrupted run; refuses a run made differently."""
+def _read_all(work: Path, name: str) -> list[dict]:
+    """One work file merged over every rank's folder (``work/rank*/``)."""
+    return [r for d in sorted(work.glob("rank*")) for r in read_jsonl(d / name)]
+
+
+def _resume_state(out: Path, fingerprint: dict) -> None:
+    """Check an interrupted run can be continued, and drop the half-written batch of every rank."""
     import json
     try:
         old = json.loads((out / "run.json").read_text())
@@ -207,27 +220,27 @@ def _resume_state(out: Path, fingerprint: dict) -> tuple[set[int], list[dict]]:
     if differs:
         raise RobustsegError(f"--resume: {out} was run with different {', '.join(differs)}; "
                              f"resume with the same options or start a new --out")
-    work = out / "work"
-    done = {int(r["image_id"]) for r in read_jsonl(work / "done.jsonl")}
-    failed = read_jsonl(work / "failed.jsonl")
-    # drop lines of a batch that was interrupted half-way (written before its done.jsonl entry)
-    for f in work.glob("*.jsonl"):
-        if f.name not in ("done.jsonl", "failed.jsonl"):
-            keep = [r for r in read_jsonl(f) if int(r["image_id"]) in done]
-            f.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in keep))
-    return done, failed
+    for d in (out / "work").glob("rank*"):
+        done = {int(r["image_id"]) for r in read_jsonl(d / "done.jsonl")}
+        # lines of a batch interrupted half-way were written before its done.jsonl entry: drop them
+        for f in d.glob("*.jsonl"):
+            if f.name not in ("done.jsonl", "failed.jsonl"):
+                keep = [r for r in read_jsonl(f) if int(r["image_id"]) in done]
+                f.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in keep))
 
 
 def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
               data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
               limit: int | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0,
               force: bool = False, resume: bool = False, on_error: str = "skip", progress: bool = True,
-              command: str | None = None) -> RunResult:
+              command: str | None = None) -> RunResult | None:
     """Attack ``model`` with every point of ``suite`` on a dataset and write the results directory.
 
     ``on_error="skip"`` logs an image that cannot be read, counts it in run.json and leaves it out of every
     point's evaluation alike; ``"fail"`` stops the run. ``resume=True`` continues an interrupted run in ``out``.
+    Under torchrun, batches are sharded across ranks and rank 0 merges and evaluates (other ranks return None).
     """
+    from .training.distributed import setup, teardown
     if on_error not in ("skip", "fail"):
         raise RobustsegError(f"on_error must be skip or fail, not {on_error!r}")
     if resume and out is None:
@@ -236,6 +249,9 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if out is not None:  # refuse early, before loading anything, if results would be overwritten
         prepare_out_dir(out, force=force, resume=resume, check_only=True)
+    dist, device = setup(device)
+    if dist.enabled and out is None:
+        raise RobustsegError("under torchrun, give --out so that every process writes to the same run")
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     lm.model.to(device)
     if data is None:
@@ -246,7 +262,86 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
         raise RobustsegError(f"{data}: no images to attack")
     if out is None:
         out = Path("reports") / f"{Path(lm.path or 'model').stem}-{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = prepare_out_dir(out, force=force, resume=resume)
+    points = _checked_points(suite, lm, ds)
+    fingerprint = {"suite": suite.as_dict()["points"], "seed": seed, "batch_size": batch_size,
+                   "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
+    work = Path(out) / "work"
+    problems = ds.check_images()  # every unreadable/missing/mis-sized image, found before any work
+    if problems and on_error == "fail":
+        shown = "; ".join(f"image {i}: {e}" for i, e in list(problems.items())[:5])
+        raise RobustsegError(f"{len(problems)} image(s) cannot be used: {shown}")
+    run_info = {
+        "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command or " ".join(["robustseg"] + sys.argv[1:]), "seed": seed, "batch_size": batch_size,
+        "device": str(device), "limit": limit, "on_error": on_error, "world_size": dist.world,
+        "suite": suite.as_dict(), "versions": versions(),
+        "model": {k: v for k, v in lm.describe().items() if k != "meta"} | {"meta": lm.meta},
+        "dataset": {"annotations": str(Path(data).resolve()), "images": str(Path(images).resolve()),
+                    "sha256": fingerprint["dataset_sha256"], "num_images": len(ds),
+                    "skipped_annotations": ds.skipped},
+        "score_threshold_for_counts": SCORE_THRESHOLD, "fingerprint": fingerprint,
+    }
+    if dist.main:
+        out = prepare_out_dir(out, force=force, resume=resume)
+        if resume:
+            _resume_state(out, fingerprint)
+        else:
+            for stale in ("work", "predictions", "examples", "plots"):
+                shutil.rmtree(out / stale, ignore_errors=True)
+        (out / "predictions").mkdir(exist_ok=True)
+        write_run_json(out, run_info)
+    _barrier(dist)
+    my_work = work / f"rank{dist.rank}"
+    my_work.mkdir(parents=True, exist_ok=True)
+    done = {int(r["image_id"]) for r in _read_all(work, "done.jsonl")} | \
+        {int(r["image_id"]) for r in _read_all(work, "failed.jsonl")}
+    for iid, err in problems.items():
+        if iid not in done and dist.main:
+            tqdm.write(f"skipping image {iid}: {err}", file=sys.stderr)
+            append_jsonl(my_work / "failed.jsonl", [{"image_id": iid, "error": err}])
+    done |= set(problems)
+
+    run = _Run(lm, ds, points, Path(out), my_work, device, seed)
+    all_batches = list(batches(len(ds), batch_size))
+    mine = [b for n, b in enumerate(all_batches) if n % dist.world == dist.rank]
+    bar = tqdm(total=sum(len(b) for b in mine) * (1 + len(points)), desc="attack", unit="img",
+               disable=not progress or not dist.main, dynamic_ncols=True)
+    for idx in mine:
+        ids = [ds.image_ids[i] for i in idx]
+        todo = [(i, iid) for i, iid in zip(idx, ids) if iid not in done]
+        bar.update((len(idx) - len(todo)) * (1 + len(points)))
+        loaded = []
+        for i, iid in todo:
+            try:
+                loaded.append((iid, *run.load(i)))
+            except RobustsegError as e:  # e.g. a truncated file whose header looked fine
+                if on_error == "fail":
+                    raise
+                tqdm.write(f"skipping image {iid}: {e}", file=sys.stderr)
+                append_jsonl(my_work / "failed.jsonl", [{"image_id": iid, "error": str(e)}])
+                bar.update(1 + len(points))
+        if loaded:
+            run.batch_or_split([x for _, x, _ in loaded], [t for _, _, t in loaded], [iid for iid, _, _ in loaded],
+                               ids[0], bar)
+    bar.close()
+    _barrier(dist)
+    if not dist.main:
+        teardown(dist)
+        return None
+    try:
+        df = _evaluate_run(Path(out), run, points, run_info, t_start)
+    finally:
+        teardown(dist)
+    return RunResult(Path(out), df)
+
+
+def _barrier(dist) -> None:
+    if dist.enabled:
+        import torch.distributed as td
+        td.barrier()
+
+
+def _checked_points(suite: Suite, lm: LoadedModel, ds: CocoDataset) -> list[AttackPoint]:
     points = suite.points
     for p in points:
         if p.target_class not in (None, "next") and p.target_class not in lm.class_names:
@@ -254,70 +349,30 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
                                  f"({', '.join(lm.class_names[:10])}...)")
     if not ds.has_annotations and any(p.objective == "gt" for p in points):
         tqdm.write("notice: the dataset has no annotations; attacking the model's own confident detections "
-                   "(objective 'pseudo') instead of ground truth; AP needs ground truth and reads -1")
+                   "(objective 'pseudo') instead of ground truth; AP needs ground truth and reads -1", file=sys.stderr)
         points = [replace(p, objective="pseudo") if p.objective == "gt" else p for p in points]
-    fingerprint = {"suite": suite.as_dict()["points"], "seed": seed, "batch_size": batch_size,
-                   "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
-    work = out / "work"
-    if resume:
-        done, failed = _resume_state(out, fingerprint)
-    else:
-        for stale in ("work", "predictions"):
-            shutil.rmtree(out / stale, ignore_errors=True)
-        work.mkdir()
-        done, failed = set(), []
-    (out / "predictions").mkdir(exist_ok=True)
-    run_info = {
-        "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command or " ".join(["robustseg"] + sys.argv[1:]), "seed": seed, "batch_size": batch_size,
-        "device": str(device), "limit": limit, "on_error": on_error, "suite": suite.as_dict(),
-        "versions": versions(),
-        "model": {k: v for k, v in lm.describe().items() if k != "meta"} | {"meta": lm.meta},
-        "dataset": {"annotations": str(Path(data).resolve()), "images": str(Path(images).resolve()),
-                    "sha256": fingerprint["dataset_sha256"], "num_images": len(ds),
-                    "skipped_annotations": ds.skipped},
-        "score_threshold_for_counts": SCORE_THRESHOLD, "fingerprint": fingerprint,
-    }
-    write_run_json(out, run_info)
+    return points
 
-    run = _Run(lm, ds, points, work, device, seed)
-    failed_ids = {int(f["image_id"]) for f in failed}
-    bar = tqdm(total=len(ds) * (1 + len(points)), desc="attack", unit="img", disable=not progress,
-               dynamic_ncols=True)
-    bar.update(len(done | failed_ids) * (1 + len(points)))
-    for idx in batches(len(ds), batch_size):
-        ids = [ds.image_ids[i] for i in idx]
-        if all(i in done or i in failed_ids for i in ids):
-            continue
-        imgs, tgts, ok_ids = [], [], []
-        for i, iid in zip(idx, ids):
-            try:
-                img, tgt = run.load(i)
-            except RobustsegError as e:
-                if on_error == "fail":
-                    raise
-                tqdm.write(f"skipping image {iid}: {e}")
-                failed.append({"image_id": iid, "error": str(e)})
-                append_jsonl(work / "failed.jsonl", failed[-1:])
-                bar.update(1 + len(points))
-                continue
-            imgs.append(img)
-            tgts.append(tgt)
-            ok_ids.append(iid)
-        if ok_ids:
-            run.batch_or_split(imgs, tgts, ok_ids, ids[0], bar)
-    bar.close()
 
+def _evaluate_run(out: Path, run: _Run, points: list[AttackPoint], run_info: dict, t_start: float):
+    """Merge every rank's streamed results, evaluate each point once, write the results files and report."""
+    ds, lm, work = run.ds, run.lm, out / "work"
+    order = {iid: n for n, iid in enumerate(ds.image_ids)}
+
+    def merged(name: str) -> list[dict]:  # in dataset order, whatever rank or resume wrote them
+        return sorted(_read_all(work, name), key=lambda r: order[int(r["image_id"])])
+
+    failed = merged("failed.jsonl")
     failed_ids = {int(f["image_id"]) for f in failed}
     eval_ids = [i for i in ds.image_ids if i not in failed_ids]
     if not eval_ids:
-        raise RobustsegError("every image failed to load; nothing to evaluate (see run.json)")
+        raise RobustsegError("no image could be read; nothing to evaluate (see run.json)")
     rows, class_rows, stats_rows = [], [], []
     names = dict(zip(lm.category_ids, lm.class_names))
     clean_results: list[dict] = []
     for point in [CLEAN] + [p for p in points if p.attack != "foolbox"]:
         key = "clean" if point is CLEAN else point.key
-        results = read_jsonl(work / f"{key}.jsonl")
+        results = merged(f"{key}.jsonl")
         clean_results = results if point is CLEAN else clean_results
         write_json(out / "predictions" / f"{key}.json", results)
         m = evaluate(ds.coco, results, eval_ids)
@@ -337,22 +392,25 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     df = write_metrics(out, rows)
     write_csv(out / "per_class.csv", class_rows)
     write_csv(out / "detection_stats.csv", stats_rows, STATS_COLUMNS)
-    per_image = sorted(read_jsonl(work / "per_image.jsonl"), key=lambda r: (r["point"], r["image_id"]))
+    per_image = sorted(_read_all(work, "per_image.jsonl"), key=lambda r: (r["point"], order[r["image_id"]]))
     write_csv(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
-    fb = read_jsonl(work / "foolbox.jsonl")
+    fb = merged("foolbox.jsonl")
     if fb:
         write_csv(out / "object_accuracy.csv", _object_accuracy(fb))
     unbounded = run.unbounded(eval_ids, clean_results) if ds.has_annotations else None
-    checks = sanity.run_checks(df, points, per_image, read_jsonl(work / "grads.jsonl"), unbounded)
+    grads = _read_all(work, "grads.jsonl")
+    checks = sanity.run_checks(df, points, per_image, grads, unbounded)
     write_json(out / "sanity.json", checks)
+    nonfinite = sum(1 for r in per_image if not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
     shutil.rmtree(work, ignore_errors=True)
     run_info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     wall_seconds=round(time.time() - t_start, 1), failed_images=failed,
-                    num_failed_images=len(failed), num_evaluated_images=len(eval_ids))
+                    num_failed_images=len(failed), num_evaluated_images=len(eval_ids),
+                    nonfinite_losses=nonfinite, nonfinite_gradients=sum(1 for g in grads if not g["finite"]))
     write_run_json(out, run_info)
     from .report.html import write_report
     write_report(out)
-    return RunResult(out, df)
+    return df
 
 
 def _object_accuracy(rows: list[dict]) -> list[dict]:

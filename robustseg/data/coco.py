@@ -17,7 +17,7 @@ import torch
 from pycocotools.coco import COCO
 
 from ..errors import DatasetError
-from .images import load_image, safe_join
+from .images import image_size, load_image, safe_join
 
 
 def read_coco_json(path: str | Path) -> dict:
@@ -85,6 +85,25 @@ class CocoDataset(torch.utils.data.Dataset):
 
     def image_path(self, idx: int) -> Path:
         return safe_join(self.image_root, self.image_info(idx)["file_name"])
+
+    def check_images(self) -> dict[int, str]:
+        """Every image that cannot be used, found up front from file headers: {image_id: problem}.
+
+        Catches names escaping the image folder, missing or non-image files and declared sizes that differ from
+        the real (EXIF-rotated) ones; a file corrupt past its header is still caught when it is decoded.
+        """
+        problems = {}
+        for idx, iid in enumerate(self.image_ids):
+            info = self.image_info(idx)
+            try:
+                w, h = image_size(self.image_path(idx))
+            except DatasetError as e:
+                problems[iid] = str(e)
+                continue
+            if (h, w) != (int(info["height"]), int(info["width"])):
+                problems[iid] = (f"image {info['file_name']}: is {w}x{h} but the annotations declare "
+                                 f"{info['width']}x{info['height']}")
+        return problems
 
     def load_image(self, idx: int) -> torch.Tensor:
         info = self.image_info(idx)

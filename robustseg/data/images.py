@@ -57,3 +57,25 @@ def load_image(path: str | Path) -> torch.Tensor:
     except (OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"image {path.name}: cannot decode ({str(e).splitlines()[0][:120]})") from None
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as ``load_image`` will return it, from the header only (no pixel decoding)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if img.getexif().get(0x0112) in _SWAPS_SIDES:
+                    w, h = h, w
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DatasetError(f"image {path.name}: refused as a decompression bomb ({e})") from None
+    except FileNotFoundError:
+        raise DatasetError(f"image {path.name}: file not found in the image folder") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"image {path.name}: cannot decode ({str(e).splitlines()[0][:120]})") from None
+    return w, h
