@@ -20,7 +20,35 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_segmentation(seg, where: str, problems: list[str]) -> bool:
+def rle_counts(s: str) -> list[int] | None:
+    """Run lengths of a compressed COCO RLE string (maskApi.c's rleFrString), or None if malformed.
+
+    pycocotools' C decoder writes run lengths without bounds checks, so a hostile string could write past the
+    mask buffer: every RLE is checked here, in Python, before pycocotools sees it.
+    """
+    counts: list[int] = []
+    p, n = 0, len(s)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None
+            c = ord(s[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << 5 * k
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << 5 * k
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _check_segmentation(seg, where: str, problems: list[str], w: int, h: int) -> bool:
     """Returns False when the segmentation is unusable (the annotation is then skipped)."""
     if isinstance(seg, list):
         polys = [p for p in seg if _finite_numbers(p) and len(p) >= 6 and len(p) % 2 == 0]
@@ -28,9 +56,21 @@ def _check_segmentation(seg, where: str, problems: list[str]) -> bool:
             problems.append(f"{where}: polygon with fewer than 3 points, odd length or NaN coordinates")
         if not polys:
             return False
-        seg[:] = polys
+        clipped = [[min(max(float(v), 0.0), float(w if i % 2 == 0 else h)) for i, v in enumerate(p)] for p in polys]
+        if clipped != [[float(v) for v in p] for p in polys]:
+            problems.append(f"{where}: polygon outside the image, clipped to it")
+        seg[:] = clipped
         return True
-    if isinstance(seg, dict) and isinstance(seg.get("size"), list) and len(seg["size"]) == 2 and "counts" in seg:
+    if isinstance(seg, dict) and "counts" in seg:
+        if seg.get("size") != [h, w]:
+            problems.append(f"{where}: RLE size {seg.get('size')!r} is not the image's [height, width] [{h}, {w}]")
+            return False
+        c = seg["counts"]
+        counts = rle_counts(c) if isinstance(c, str) else c if isinstance(c, list) and all(_is_int(v) for v in c) \
+            else None
+        if counts is None or any(v < 0 for v in counts) or sum(counts) != h * w:
+            problems.append(f"{where}: malformed RLE counts (must be run lengths summing to height*width)")
+            return False
         return True
     problems.append(f"{where}: segmentation is neither polygons nor RLE")
     return False
@@ -85,12 +125,14 @@ def validate_coco(d: dict, name: str = "annotations") -> list[str]:
             fatal.append(f"{where}: bbox must be 4 finite numbers [x, y, w, h]")
             continue
         im = images[a["image_id"]]
+        if not (_is_int(im.get("width")) and _is_int(im.get("height"))):
+            continue  # the image itself is already reported
         x, y, w, h = bbox
-        if w <= 0 or h <= 0 or (_is_int(im.get("width")) and (x >= im["width"] or y >= im["height"]
-                                                               or x + w <= 0 or y + h <= 0)):
+        if w <= 0 or h <= 0 or x >= im["width"] or y >= im["height"] or x + w <= 0 or y + h <= 0:
             skipped.append(f"{where}: degenerate or out-of-image bbox {bbox}")
             continue
-        if "segmentation" in a and not _check_segmentation(a["segmentation"], where, skipped):
+        if "segmentation" in a and not _check_segmentation(a["segmentation"], where, skipped, int(im["width"]),
+                                                           int(im["height"])):
             continue
         a.setdefault("iscrowd", 0)
         a.setdefault("area", float(w * h))
