@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +42,26 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    """RGB float tensor (3,H,W) in [0,1]; EXIF orientation applied; clear DatasetError for unreadable files."""
-    path = Path(path)
+@contextmanager
+def _open(path: Path):
+    """PIL.Image.open with every failure turned into one DatasetError, and decompression bombs refused."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img)
-                arr = _to_rgb_array(img)
+                yield img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DatasetError(f"image {path.name}: refused as a decompression bomb ({e})") from None
     except FileNotFoundError:
         raise DatasetError(f"image {path.name}: file not found in the image folder") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"image {path.name}: cannot decode ({str(e).splitlines()[0][:120]})") from None
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """RGB float tensor (3,H,W) in [0,1]; EXIF orientation applied; clear DatasetError for unreadable files."""
+    with _open(Path(path)) as img:
+        arr = _to_rgb_array(ImageOps.exif_transpose(img))
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
@@ -64,18 +70,6 @@ _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as ``load_image`` will return it, from the header only (no pixel decoding)."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if img.getexif().get(0x0112) in _SWAPS_SIDES:
-                    w, h = h, w
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DatasetError(f"image {path.name}: refused as a decompression bomb ({e})") from None
-    except FileNotFoundError:
-        raise DatasetError(f"image {path.name}: file not found in the image folder") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"image {path.name}: cannot decode ({str(e).splitlines()[0][:120]})") from None
-    return w, h
+    with _open(Path(path)) as img:
+        w, h = img.size
+        return (h, w) if img.getexif().get(0x0112) in _SWAPS_SIDES else (w, h)
