@@ -288,6 +288,8 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
         else:
             for stale in ("work", "predictions", "examples", "plots"):
                 shutil.rmtree(out / stale, ignore_errors=True)
+            # written only by runs with foolbox points: a --force run without them must not show the old one
+            (out / "object_accuracy.csv").unlink(missing_ok=True)
         (out / "predictions").mkdir(exist_ok=True)
         write_run_json(out, run_info)
     _barrier(dist)

@@ -223,6 +223,7 @@ def test_refuses_non_empty_out_and_force_overwrites(run, lm, dataset, tmp_path, 
     assert cap.err.count("\n") == 1 and "not empty" in cap.err and "--force" in cap.err and "Traceback" not in cap.err
     assert _snapshot(out) == before  # nothing touched: same files, bytes and mtimes
 
+    (out / "object_accuracy.csv").write_text("point,objects\nstale,1\n")  # as if an earlier run had foolbox points
     with small_sanity_probe():
         rc = main(base + ["--force"])
     capsys.readouterr()
@@ -231,6 +232,7 @@ def test_refuses_non_empty_out_and_force_overwrites(run, lm, dataset, tmp_path, 
     assert set(df.point) == {"clean", f"random-linf-eps{1 / 255:.6f}-s0"}
     assert sorted(p.name for p in (out / "predictions").iterdir()) == \
         sorted(["clean.json", f"random-linf-eps{1 / 255:.6f}-s0.json"])  # the old run's predictions are gone
+    assert not (out / "object_accuracy.csv").exists()  # nothing of the old run survives to show in the report
     info = json.loads((out / "run.json").read_text())
     assert info["dataset"]["num_images"] == 1 and info["suite"]["name"] == "cli-random"
     assert len(pd.read_csv(out / "per_image.csv")) == 1
