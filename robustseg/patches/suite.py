@@ -1,0 +1,155 @@
+"""attacks/patch.toml: what ``robustseg patch`` runs. Its own schema (docs/patches.md); every key is checked and a
+bad one is a one-line SuiteError naming the file, the table and the key."""
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..attacks.objectives import OBJECTIVES, resolve_losses
+from ..errors import SuiteError
+from ..suites import REPO_SUITES
+from .apply import EOT, POLICIES
+
+SUITE_FILE = REPO_SUITES / "patch.toml"
+KINDS = ("universal", "per-image", "per-object")
+BASELINES = ("random", "grey", "natural")
+PATCH_OBJECTIVES = tuple(o for o in OBJECTIVES if o != "pseudo")  # pseudo needs clean detections per image
+
+DEFAULTS: dict = {
+    "name": "patch",
+    "description": "",
+    "kinds": list(KINDS),
+    "objective": "gt",
+    "losses": "all",
+    "target_class": "next",
+    "baselines": ["random", "grey"],
+    "universal": {"side": 0.3, "resolution": 32, "steps": 300, "batch_size": 4, "lr": 0.03,
+                  "policy": "anywhere", "train_images": 64, "save_every": 25},
+    "eot": {"scale": [0.8, 1.0], "rotation": 20.0, "brightness": 0.1, "contrast": [0.8, 1.2]},
+    "per-image": {"side": 0.2, "steps": 30, "lr": 0.05, "location": "chosen", "policy": "anywhere"},
+    "per-object": {"relative_side": 0.3, "steps": 30, "lr": 0.05},
+}
+
+
+@dataclass
+class PatchSuite:
+    cfg: dict            # DEFAULTS overridden by the file, validated
+    source: str | None = None
+
+    def __getitem__(self, key):
+        return self.cfg[key]
+
+    @property
+    def eot(self) -> EOT:
+        e = self.cfg["eot"]
+        return EOT(tuple(e["scale"]), float(e["rotation"]), float(e["brightness"]), tuple(e["contrast"]))
+
+    def as_dict(self) -> dict:
+        return {**copy.deepcopy(self.cfg), "source": self.source}
+
+
+def _num(where: str, v, lo: float, hi: float, integer: bool = False, lo_open: bool = False):
+    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok_type or v < lo or v > hi or (lo_open and v == lo):
+        kind = "an integer" if integer else "a number"
+        raise SuiteError(f"{where} must be {kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}], not {v!r}")
+    return v
+
+
+def _range(where: str, v, lo: float, hi: float) -> list[float]:
+    if not (isinstance(v, list) and len(v) == 2):
+        raise SuiteError(f"{where} must be a [low, high] pair, not {v!r}")
+    a, b = (_num(where, x, lo, hi) for x in v)
+    if a > b:
+        raise SuiteError(f"{where}: low {a} is above high {b}")
+    return [float(a), float(b)]
+
+
+def _choice(where: str, v, allowed) -> str:
+    if v not in allowed:
+        raise SuiteError(f"{where} must be one of {', '.join(allowed)}, not {v!r}")
+    return v
+
+
+def _names(where: str, v, allowed) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise SuiteError(f"{where} must be a list of names from {', '.join(allowed)}, not {v!r}")
+    for x in v:
+        _choice(where, x, allowed)
+    return list(dict.fromkeys(v))
+
+
+def parse_patch_suite(data: dict, source: str = "patch suite") -> PatchSuite:
+    cfg = copy.deepcopy(DEFAULTS)
+    for key, value in data.items():
+        if key not in cfg:
+            raise SuiteError(f"{source}: unknown key {key!r} (known: {', '.join(cfg)})")
+        if isinstance(cfg[key], dict):
+            if not isinstance(value, dict):
+                raise SuiteError(f"{source}: {key!r} must be a table [{key}]")
+            unknown = sorted(set(value) - set(cfg[key]))
+            if unknown:
+                raise SuiteError(f"{source}: unknown key {unknown[0]!r} in [{key}] (known: {', '.join(cfg[key])})")
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    w = source
+    if not isinstance(cfg["name"], str) or not isinstance(cfg["description"], str):
+        raise SuiteError(f"{w}: name and description must be strings")
+    cfg["kinds"] = _names(f"{w}: kinds", cfg["kinds"], KINDS)
+    cfg["baselines"] = _names(f"{w}: baselines", cfg["baselines"], BASELINES)
+    _choice(f"{w}: objective", cfg["objective"], PATCH_OBJECTIVES)
+    try:
+        resolve_losses(cfg["losses"])
+    except Exception as e:
+        raise SuiteError(f"{w}: {e}") from None
+    if not isinstance(cfg["target_class"], str):
+        raise SuiteError(f"{w}: target_class must be 'next' or a class name, not {cfg['target_class']!r}")
+    u = cfg["universal"]
+    _num(f"{w}: [universal] side", u["side"], 0, 1, lo_open=True)
+    _num(f"{w}: [universal] resolution", u["resolution"], 2, 1024, integer=True)
+    _num(f"{w}: [universal] steps", u["steps"], 0, 10 ** 7, integer=True)
+    _num(f"{w}: [universal] batch_size", u["batch_size"], 1, 1024, integer=True)
+    _num(f"{w}: [universal] lr", u["lr"], 0, 10, lo_open=True)
+    _num(f"{w}: [universal] train_images", u["train_images"], 0, 10 ** 7, integer=True)
+    _num(f"{w}: [universal] save_every", u["save_every"], 1, 10 ** 7, integer=True)
+    _choice(f"{w}: [universal] policy", u["policy"], POLICIES)
+    e = cfg["eot"]
+    e["scale"] = _range(f"{w}: [eot] scale", e["scale"], 0.05, 1.0)
+    _num(f"{w}: [eot] rotation", e["rotation"], 0, 180)
+    _num(f"{w}: [eot] brightness", e["brightness"], 0, 1)
+    e["contrast"] = _range(f"{w}: [eot] contrast", e["contrast"], 0, 10)
+    p = cfg["per-image"]
+    _num(f"{w}: [per-image] side", p["side"], 0, 1, lo_open=True)
+    _num(f"{w}: [per-image] steps", p["steps"], 0, 10 ** 6, integer=True)
+    _num(f"{w}: [per-image] lr", p["lr"], 0, 10, lo_open=True)
+    _choice(f"{w}: [per-image] policy", p["policy"], POLICIES)
+    loc = p["location"]
+    if loc != "chosen" and not (isinstance(loc, list) and len(loc) == 2
+                                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                                        for v in loc)):
+        raise SuiteError(f"{w}: [per-image] location must be \"chosen\" or [x, y] centre fractions in [0, 1], "
+                         f"not {loc!r}")
+    o = cfg["per-object"]
+    _num(f"{w}: [per-object] relative_side", o["relative_side"], 0, 1, lo_open=True)
+    _num(f"{w}: [per-object] steps", o["steps"], 0, 10 ** 6, integer=True)
+    _num(f"{w}: [per-object] lr", o["lr"], 0, 10, lo_open=True)
+    return PatchSuite(cfg, source)
+
+
+def load_patch_suite(path: str | Path | None = None) -> PatchSuite:
+    """A patch suite file; None: attacks/patch.toml (built-in defaults if it is missing)."""
+    if path is None and not SUITE_FILE.is_file():
+        return PatchSuite(copy.deepcopy(DEFAULTS), "built-in defaults")
+    p = Path(path) if path is not None else SUITE_FILE
+    if not p.is_file() and not p.suffix and (REPO_SUITES / f"{p}.toml").is_file():
+        p = REPO_SUITES / f"{p}.toml"  # a built-in name, as `robustseg attack --suite quick`
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SuiteError(f"patch suite {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise SuiteError(f"patch suite {p}: {e}") from None
+    return parse_patch_suite(data, f"patch suite {p}")
