@@ -4,7 +4,6 @@ a perfect model on ground-truth silhouettes scores AP 1, cue-conflict decisions 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd

@@ -143,7 +143,8 @@ def _conflicting(anns: list[dict]) -> bool:
     return any(a.get("texture_category_id") not in (None, a.get("shape_category_id")) for a in anns)
 
 
-def cue_conflict_set(ds: CocoDataset, lm: LoadedModel, out: Path, cfg: dict, seed: int, n_images: int) -> CueConflictSet:
+def cue_conflict_set(ds: CocoDataset, lm: LoadedModel, out: Path, cfg: dict, seed: int,
+                     n_images: int) -> CueConflictSet:
     """The dataset itself if it holds cue-conflict objects; a generated one for robustseg synthetic data; else
     one built from the dataset's own objects (each mask filled with another class's object texture)."""
     c = cfg["cue-conflict"]
