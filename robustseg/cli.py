@@ -8,6 +8,12 @@ from pathlib import Path
 from .errors import RobustsegError
 
 
+def _command(args) -> str:
+    """The command line as the user gave it (also when main() is called from Python with argv)."""
+    import shlex
+    return "robustseg " + shlex.join(args.argv)
+
+
 def _add_model_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint file (torchvision state_dict, reference train.py dict or robustseg "
                                    "checkpoint); default: the shipped tiny model")
@@ -76,7 +82,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(data=args.data, images=args.images, out=str(out), arch=args.arch,
                       arch_cfg=parse_kv(args.arch_opt), init=args.init, iters=args.iters, batch_size=args.batch_size,
                       lr=args.lr, warmup=args.warmup, seed=args.seed, ckpt_every=args.ckpt_every, half=args.half,
-                      device=args.device, workers=args.workers, command="robustseg " + " ".join(sys.argv[1:]),
+                      device=args.device, workers=args.workers, command=_command(args),
                       # adversarial fine-tuning, AMP, periodic evaluation (docs/adversarial-training.md)
                       adv=args.adv, eps=parse_eps(args.eps), steps=args.steps, adv_ratio=args.adv_ratio,
                       amp=args.amp, eval_every=args.eval_every, eval_data=args.eval_data,
@@ -109,7 +115,7 @@ def cmd_compare(args) -> int:
     overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
     path = compare_checkpoints(args.checkpoints, args.out, suite=load_suite(args.suite), data=data, images=images,
                                limit=limit, batch_size=args.batch_size, device=args.device, seed=args.seed,
-                               force=args.force, command="robustseg " + " ".join(sys.argv[1:]), **overrides)
+                               force=args.force, command=_command(args), **overrides)
     print(headline(path))
     print(f"wrote {path} (runs in {path.parent}/<name>/, comparison report in {path.parent}/report/)")
     return 0
@@ -138,7 +144,7 @@ def cmd_attack(args) -> int:
         prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
     res = run_suite(_model_arg(args), suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
                     device=args.device, seed=args.seed, force=args.force,
-                    resume=args.resume, on_error=args.on_error, command="robustseg " + " ".join(sys.argv[1:]))
+                    resume=args.resume, on_error=args.on_error, command=_command(args))
     if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
         return 0
     print(res.summary())
@@ -158,7 +164,7 @@ def cmd_probe(args) -> int:
         prepare_out_dir(args.out, force=args.force, check_only=True)
     res = run_probes(_model_arg(args), data, images, probes=args.probes, out=args.out, limit=limit,
                      batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                     config=args.config, command="robustseg " + " ".join(sys.argv[1:]))
+                     config=args.config, command=_command(args))
     if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
         return 0
     print(res.summary())
@@ -180,7 +186,7 @@ def cmd_patch(args) -> int:
     res = run_patches(_model_arg(args), args.suite, data, images, train_data=args.train_data,
                       train_images=args.train_images, apply=args.apply, out=args.out, limit=limit,
                       batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                      resume=args.resume, command="robustseg " + " ".join(sys.argv[1:]))
+                      resume=args.resume, command=_command(args))
     print(res.summary())
     print(f"results: {res.out}/ (metrics.csv, patches.csv, patches/, predictions/, run.json, report.html)")
     return 0
@@ -336,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except RobustsegError as e:

@@ -175,7 +175,7 @@ class _Run:
     def unbounded(self, eval_ids: list[int], clean_results: list[dict]) -> dict:
         """The gradient-masking probe: PGD at eps 1.0 from the clean image on a few images (sanity.py)."""
         cfg = sanity.UNBOUNDED
-        ids = eval_ids[:cfg["images"]]
+        ids = eval_ids
         pos = {iid: i for i, iid in enumerate(self.ds.image_ids)}
         results = []
         attack = PGD(steps=cfg["steps"], random_start=False)
@@ -233,12 +233,13 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
               data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
               limit: int | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0,
               force: bool = False, resume: bool = False, on_error: str = "skip", progress: bool = True,
-              command: str | None = None) -> RunResult | None:
+              command: str | None = None, sanity_images: int | None = None) -> RunResult | None:
     """Attack ``model`` with every point of ``suite`` on a dataset and write the results directory.
 
     ``on_error="skip"`` logs an image that cannot be read, counts it in run.json and leaves it out of every
     point's evaluation alike; ``"fail"`` stops the run. ``resume=True`` continues an interrupted run in ``out``.
     Under torchrun, batches are sharded across ranks and rank 0 merges and evaluates (other ranks return None).
+    ``sanity_images``: images for the unbounded-attack sanity check (default sanity.UNBOUNDED; 0 skips it).
     """
     from .training.distributed import setup, teardown
     if on_error not in ("skip", "fail"):
@@ -331,7 +332,7 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
         teardown(dist)
         return None
     try:
-        df = _evaluate_run(Path(out), run, points, run_info, t_start)
+        df = _evaluate_run(Path(out), run, points, run_info, t_start, sanity_images)
     finally:
         teardown(dist)
     return RunResult(Path(out), df)
@@ -356,7 +357,8 @@ def _checked_points(suite: Suite, lm: LoadedModel, ds: CocoDataset) -> list[Atta
     return points
 
 
-def _evaluate_run(out: Path, run: _Run, points: list[AttackPoint], run_info: dict, t_start: float):
+def _evaluate_run(out: Path, run: _Run, points: list[AttackPoint], run_info: dict, t_start: float,
+                  sanity_images: int | None):
     """Merge every rank's streamed results, evaluate each point once, write the results files and report."""
     ds, lm, work = run.ds, run.lm, out / "work"
     order = {iid: n for n, iid in enumerate(ds.image_ids)}
@@ -399,7 +401,8 @@ def _evaluate_run(out: Path, run: _Run, points: list[AttackPoint], run_info: dic
     fb = merged("foolbox.jsonl")
     if fb:
         write_csv(out / "object_accuracy.csv", _object_accuracy(fb))
-    unbounded = run.unbounded(eval_ids, clean_results) if ds.has_annotations else None
+    n_sanity = sanity.UNBOUNDED["images"] if sanity_images is None else sanity_images
+    unbounded = run.unbounded(eval_ids[:n_sanity], clean_results) if ds.has_annotations and n_sanity else None
     grads = _read_all(work, "grads.jsonl")
     checks = sanity.run_checks(df, points, per_image, grads, unbounded)
     write_json(out / "sanity.json", checks)

@@ -4,14 +4,15 @@ The model must be in ``attack_mode`` (train-mode loss branches, frozen normalisa
 Objectives (TOG, Chow et al. 2020; DAG, Xie et al. 2017), each a sign and a choice of targets:
 - ``gt``: maximise the detector's own losses against the ground truth (default);
 - ``pseudo``: the same against the clean model's confident detections (no labels needed);
-- ``vanish``: minimise objectness + classification losses against *no* objects, so detections disappear;
-- ``fabricate``: maximise them against no objects, so spurious detections appear;
+- ``vanish``: minimise the scores of the model's own detections, so they disappear (DetectionScores);
+- ``fabricate``: maximise objectness + classification losses against no objects, so spurious detections appear;
 - ``mislabel``: minimise the losses against the ground truth relabelled to a target class (next class by
   default: label l -> l + 1, the last wraps to 1; or one fixed class for every object);
 - ``mask``: maximise the mask loss alone, damaging masks while boxes stay.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -52,6 +53,25 @@ class Objective(Protocol):
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
+@contextmanager
+def every_sample(model):
+    """Let the RPN and RoI samplers take every anchor/proposal instead of a random few hundred.
+
+    Against empty targets all of them are negatives; a random sample mostly misses the few proposals that cover
+    objects, which are exactly the ones ``vanish`` must suppress (and ``fabricate`` must not need).
+    """
+    samplers = [getattr(getattr(model, name, None), "fg_bg_sampler", None) for name in ("rpn", "roi_heads")]
+    samplers = [s for s in samplers if s is not None]
+    old = [s.batch_size_per_image for s in samplers]
+    try:
+        for s in samplers:
+            s.batch_size_per_image = 1 << 30
+        yield
+    finally:
+        for s, b in zip(samplers, old):
+            s.batch_size_per_image = b
+
+
 @dataclass(frozen=True)
 class DetectorLoss:
     """sign * weighted sum of Mask R-CNN's training losses against the targets it is given."""
@@ -59,11 +79,40 @@ class DetectorLoss:
     weights: dict = field(default_factory=dict)
     sign: float = 1.0
     name: str = "gt"
+    sample_all: bool = False  # every anchor/proposal in the loss, not a random sample (vanish, fabricate)
 
     def __call__(self, model, images, targets):
-        parts = model(images, targets)
+        with every_sample(model) if self.sample_all else nullcontext():
+            parts = model(images, targets)
         total = sum(self.weights.get(k, 1.0) * parts[k] for k in self.losses)
         return self.sign * total, parts
+
+
+@dataclass(frozen=True)
+class DetectionScores:
+    """sign * the summed scores of the model's own detections (eval-mode forward, masks skipped), per image.
+
+    ``vanish`` minimises it: every detection above the model's score threshold is pushed down, and any new one
+    that rises above the threshold joins the sum, so suppressing some objects cannot pay for creating others.
+    (Minimising the train-mode classification loss against no objects lowers the *mean* over proposals but
+    raised the number of confident detections on the shipped model.)
+    """
+    sign: float = -1.0
+    name: str = "vanish"
+
+    def __call__(self, model, images, targets):
+        modes = [(m, m.training) for m in model.modules()]
+        mask_pool = model.roi_heads.mask_roi_pool
+        try:
+            model.eval()
+            model.roi_heads.mask_roi_pool = None  # no mask branch: scores only
+            outputs = model(images)
+        finally:
+            model.roi_heads.mask_roi_pool = mask_pool
+            for m, flag in modes:
+                m.training = flag
+        total = sum(o["scores"].sum() for o in outputs) / len(images)
+        return self.sign * total, {"detection_scores": total.detach()}
 
 
 def make_objective(name: str = "gt", losses: Sequence[str] | None = None) -> DetectorLoss:
@@ -72,9 +121,10 @@ def make_objective(name: str = "gt", losses: Sequence[str] | None = None) -> Det
         return DetectorLoss(tuple(losses or LOSS_NAMES), name=name)
     if name == "mask":
         return DetectorLoss(("loss_mask",), name=name)
-    if name in ("vanish", "fabricate"):
-        return DetectorLoss(("loss_objectness", "loss_classifier"), sign=-1.0 if name == "vanish" else 1.0,
-                            name=name)
+    if name == "vanish":
+        return DetectionScores()
+    if name == "fabricate":
+        return DetectorLoss(("loss_objectness", "loss_classifier"), name=name, sample_all=True)
     if name == "mislabel":
         return DetectorLoss(tuple(losses or LOSS_NAMES), sign=-1.0, name=name)
     from ..errors import RobustsegError
