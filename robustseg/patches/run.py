@@ -71,9 +71,8 @@ def load_patch_file(path: str | Path) -> dict:
         raise RobustsegError(f"--apply {p}: no such file")
     try:
         d = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RobustsegError(f"--apply {p}: not a patch tensor file ({str(e).strip().splitlines()[0][:120]})") \
-            from None
+    except Exception as e:  # garbage, truncated, or pickled objects other than tensors (refused, never run)
+        raise RobustsegError(f"--apply {p}: not a readable patch tensor file ({type(e).__name__})") from None
     d = {"patch": d} if torch.is_tensor(d) else d
     t = d.get("patch") if isinstance(d, dict) else None
     if not torch.is_tensor(t) or t.dim() != 3 or t.shape[0] != 3 or not t.is_floating_point():
