@@ -146,6 +146,8 @@ def test_cue_conflict_decisions_on_a_hand_made_case():
     assert s["per_shape_class"]["circle"]["shape_bias"] == 1.0 and s["per_shape_class"]["triangle"]["texture"] == 1
     assert s["per_shape_class"]["square"]["unmatched"] == 1
     assert s["per_texture_class"]["square"]["shape"] == 1 and s["per_texture_class"]["square"]["objects"] == 1
+    assert "square (dots)" in sb.summarise(rows, {1: "circle", 2: "square", 3: "triangle"},
+                                           {2: "dots"})["per_texture_class"]
     csv_rows = sb.summary_rows(s)
     assert csv_rows[0]["group"] == "overall" and len(csv_rows) == 1 + 3 + 3
     # the lower score threshold lets the texture decision on object 5 in
@@ -208,6 +210,7 @@ def test_probe_cli_writes_results(synth_data, tiny_checkpoint, tmp_path, capsys)
     sb_json = json.loads((out / "shape_bias.json").read_text())
     assert set(sb_json["overall"]) == {"shape", "texture", "neither", "unmatched", "objects", "shape_bias"}
     assert sb_json["cue_conflict"]["params"]["cue_conflict"] == 1.0
+    assert all("(" in k for k in sb_json["per_texture_class"])   # e.g. "circle (stripes)"
     assert (out / "shape_bias.csv").is_file() and (out / "probes.csv").is_file()
     for point in ["clean", *probes]:
         assert sorted(q.name for q in (out / "examples" / point).glob("*.png")) == ["1.png", "2.png", "3.png",

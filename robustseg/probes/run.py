@@ -397,7 +397,9 @@ def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path |
         if is_cc:
             dec = sb.decisions(results[point], gt, *match_args)
             cat_names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.dataset["categories"]}
-            summary = {**sb.summarise(dec, cat_names), "iou": cc_cfg["iou"], "score": cc_cfg["score"],
+            textures = (gt.dataset.get("info") or {}).get("textures") or {}  # the synthetic generator's names
+            summary = {**sb.summarise(dec, cat_names, {int(k): v for k, v in textures.items()}),
+                       "iou": cc_cfg["iou"], "score": cc_cfg["score"],
                        "iou_type": cc_cfg["iou_type"], "cue_conflict": cc.info,
                        "definition": "shape / (shape + texture) over matched cue-conflict objects "
                                      "(Geirhos et al., ICLR 2019); neither and unmatched are counted, not in the ratio"}

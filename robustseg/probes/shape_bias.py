@@ -79,13 +79,15 @@ def counts(rows: Iterable[dict]) -> dict:
     return {**c, "objects": sum(c.values()), "shape_bias": c["shape"] / decided if decided else None}
 
 
-def summarise(rows: list[dict], class_names: dict[int, str]) -> dict:
-    """Shape bias overall, per shape class and per texture class, with the counts."""
-    def per(key: str) -> dict:
-        return {class_names.get(c, str(c)): counts(r for r in rows if r[key] == c)
-                for c in sorted({r[key] for r in rows})}
-    return {"overall": counts(rows), "per_shape_class": per("shape_category_id"),
-            "per_texture_class": per("texture_category_id")}
+def summarise(rows: list[dict], class_names: dict[int, str], texture_names: dict[int, str] | None = None) -> dict:
+    """Shape bias overall, per shape class and per texture class, with the counts. ``texture_names`` (e.g. the
+    synthetic generator's ``{1: "stripes", ...}``) label texture classes as ``circle (stripes)``."""
+    def per(key: str, names: dict[int, str]) -> dict:
+        return {names.get(c, str(c)): counts(r for r in rows if r[key] == c) for c in sorted({r[key] for r in rows})}
+    tex = {c: f"{n} ({texture_names[c]})" if texture_names and c in texture_names else n
+           for c, n in class_names.items()}
+    return {"overall": counts(rows), "per_shape_class": per("shape_category_id", class_names),
+            "per_texture_class": per("texture_category_id", tex)}
 
 
 def summary_rows(summary: dict) -> list[dict]:
