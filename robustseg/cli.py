@@ -124,6 +124,30 @@ def cmd_compare(args) -> int:
 DEFAULT_ATTACK_LIMIT = 40  # images of the built-in synthetic split attacked when no --data is given
 
 
+def _is_patch_suite(path: str | None) -> bool:
+    import tomllib
+    from .patches.suite import KINDS
+    if not path or not Path(path).is_file():
+        return False
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False  # load_suite reports the TOML error
+    return "kinds" in data or any(k in data for k in (*KINDS, "eot"))
+
+
+def _run_patch_suite(args) -> int:
+    from .patches import run_patches
+    if args.data and not args.images:
+        raise RobustsegError("--data and --images go together")
+    res = run_patches(_model_arg(args), args.suite, args.data, args.images, out=args.out, limit=args.limit,
+                      batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
+                      resume=args.resume, command=_command(args))
+    print(res.summary())
+    print(f"results: {res.out}/")
+    return 0
+
+
 def cmd_attack(args) -> int:
     from .runner import run_suite
     from .suites import load_suite, single_attack_suite
@@ -136,6 +160,8 @@ def cmd_attack(args) -> int:
     else:
         if args.eps or args.steps:
             raise RobustsegError("--eps/--steps go with --attack; a suite file sets its own")
+        if _is_patch_suite(args.suite):  # attacks/patch.toml: optimised patches, not eps-bounded points
+            return _run_patch_suite(args)
         suite = load_suite(args.suite)
     data, images = _data_paths(args)
     limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT

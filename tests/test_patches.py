@@ -227,3 +227,24 @@ def test_bad_suite_is_a_one_line_error(text, expected, synth_data, tmp_path, cap
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("robustseg: error:") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and expected in err
+
+
+def test_attack_command_dispatches_patch_suites(monkeypatch, tmp_path, capsys):
+    """`robustseg attack --suite attacks/patch.toml` runs the patch runner; an eps suite does not."""
+    import robustseg.patches as patches
+    from robustseg.cli import _is_patch_suite, main
+    from robustseg.suites import REPO_SUITES
+
+    calls = []
+
+    class _Res:
+        out = tmp_path
+
+        def summary(self):
+            return "patch summary"
+
+    monkeypatch.setattr(patches, "run_patches", lambda *a, **k: calls.append((a, k)) or _Res())
+    assert _is_patch_suite(str(REPO_SUITES / "patch.toml")) and not _is_patch_suite(str(REPO_SUITES / "quick.toml"))
+    assert main(["attack", "--suite", str(REPO_SUITES / "patch.toml"), "--out", str(tmp_path / "o")]) == 0
+    assert len(calls) == 1 and calls[0][1]["out"] == str(tmp_path / "o")
+    assert "patch summary" in capsys.readouterr().out
