@@ -121,7 +121,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-DEFAULT_ATTACK_LIMIT = 40  # images of the built-in synthetic split attacked when no --data is given
+DEFAULT_ATTACK_LIMIT = 32  # images of the built-in synthetic split attacked when no --data is given
 
 
 def _is_patch_suite(path: str | None) -> bool:
