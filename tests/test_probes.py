@@ -146,6 +146,7 @@ def test_cue_conflict_decisions_on_a_hand_made_case():
     assert s["per_shape_class"]["circle"]["shape_bias"] == 1.0 and s["per_shape_class"]["triangle"]["texture"] == 1
     assert s["per_shape_class"]["square"]["unmatched"] == 1
     assert s["per_texture_class"]["square"]["shape"] == 1 and s["per_texture_class"]["square"]["objects"] == 1
+    assert s["predicted_classes"] == {"circle": 2, "square": 2}
     assert "square (dots)" in sb.summarise(rows, {1: "circle", 2: "square", 3: "triangle"},
                                            {2: "dots"})["per_texture_class"]
     csv_rows = sb.summary_rows(s)
