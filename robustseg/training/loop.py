@@ -311,15 +311,16 @@ def _train(cfg: TrainConfig, out: Path, d: distributed.Dist, device: torch.devic
             _append_rows(eval_path, [row])
             bar.write(f"eval @{it + 1}: bbox AP clean {row['clean_bbox_AP']:.3f}, PGD {row['pgd_bbox_AP']:.3f}")
         if cfg.ckpt_every and (it + 1) % cfg.ckpt_every == 0 and it + 1 < cfg.iters:
-            checkpoint(it + 1, final=False)
+            # log first: a process killed between the two leaves rows a resume drops, never a gap
             if d.main:
                 _append_rows(log_path, log_rows)
             log_rows = []
+            checkpoint(it + 1, final=False)
         t_last = time.time()
     bar.close()
-    checkpoint(cfg.iters, final=True)
     if d.main:
         _append_rows(log_path, log_rows)
+    checkpoint(cfg.iters, final=True)
     if progress:
         print(f"trained {cfg.iters - start} iterations in {time.time() - t0:.0f}s -> {out}", file=sys.stderr)
     return out
