@@ -183,23 +183,75 @@ def timed(fn, device="cpu") -> float:
     return time.perf_counter() - t
 
 
+def _busy_ticks() -> int:
+    try:
+        f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0
+    return f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] if len(f) > 7 else 0)
+
+
+def timed_clean(fn, device="cpu") -> tuple[float, float]:
+    """(seconds, CPU cores used by *other* processes meanwhile): the machine's busy time minus this process's."""
+    hz = os.sysconf("SC_CLK_TCK")
+    b0, o0 = _busy_ticks(), os.times()
+    t = timed(fn, device)
+    b1, o1 = _busy_ticks(), os.times()
+    own = (o1.user + o1.system + o1.children_user + o1.children_system) - \
+        (o0.user + o0.system + o0.children_user + o0.children_system)
+    return t, max(0.0, ((b1 - b0) / hz - own) / t)
+
+
+QUIET = 0.1  # a run during which other processes used more CPU cores than this (on average) is marked busy
+
+
 def interleaved(fns: dict, repeats: int, warmup: int, device="cpu", seed: int = 0) -> dict[str, list[float]]:
     """Run every function ``warmup`` + ``repeats`` times, interleaved (ABAB, order rotated each round so slow
-    drift of the machine hits every contender alike); the same torch seed before each run. Returns the timings."""
+    drift of the machine hits every contender alike); the same torch seed before each run. Returns the timings.
+
+    Each run also records the CPU other processes used meanwhile (``OTHER[name]``, in cores); a round in which
+    any contender ran next to more than ``QUIET`` cores of other work is flagged, and ``clean_rounds`` keeps the
+    rest."""
     import torch
     names = list(fns)
     out: dict[str, list[float]] = {k: [] for k in names}
+    for k in names:
+        OTHER[k] = []
     for r in range(warmup + repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         got = {}
         for k in order:
             torch.manual_seed(seed)
-            got[k] = timed(fns[k], device)
+            got[k] = timed_clean(fns[k], device)
             if r >= warmup:
-                out[k].append(got[k])
+                out[k].append(got[k][0])
+                OTHER[k].append(got[k][1])
+        busy = max(o for _, o in got.values()) > QUIET
         print(f"  round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''}: "
-              + ", ".join(f"{k} {got[k]:.3f}s" for k in names), flush=True)
+              + ", ".join(f"{k} {got[k][0]:.3f}s" for k in names)
+              + f"  [other processes: {max(o for _, o in got.values()):.2f} cores{' BUSY' if busy else ''}]",
+              flush=True)
     return out
+
+
+OTHER: dict[str, list[float]] = {}
+
+
+def clean_rounds(t: dict[str, list[float]]) -> tuple[dict[str, list[float]], int]:
+    """The timings of the rounds in which no contender ran next to other work (all rounds if none was quiet)."""
+    names = list(t)
+    keep = [i for i in range(len(t[names[0]])) if all(OTHER.get(k, [0.0] * (i + 1))[i] <= QUIET for k in names)]
+    if not keep:
+        return t, 0
+    return {k: [v[i] for i in keep] for k, v in t.items()}, len(keep)
+
+
+def keep_quiet(t: dict[str, list[float]]) -> dict[str, list[float]]:
+    c, n = clean_rounds(t)
+    total = len(next(iter(t.values())))
+    print(f"   {n} of {total} rounds ran with no other work on the machine (<= {QUIET} cores); figures use "
+          + ("those rounds" if n else "ALL rounds: none was quiet, NOT TRUSTWORTHY"), flush=True)
+    return c
 
 
 def med(xs: list[float]) -> float:

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         fns["faster_coco_eval"] = lambda: got.__setitem__("faster_coco_eval", faster_direct(gt_f, results, ids))
     except ImportError:
         print("faster-coco-eval not installed: skipped")
-    t = C.interleaved(fns, args.repeats, args.warmup)
+    t = C.keep_quiet(C.interleaved(fns, args.repeats, args.warmup))
     print(f"\n{'':18} {'time':>40} {'bbox AP':>8} {'segm AP':>8}")
     for k in fns:
         print(f"{k:18} {C.spread(t[k]):>40} {got[k]['bbox']['AP']:>8.4f} {got[k]['segm']['AP']:>8.4f}")

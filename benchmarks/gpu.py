@@ -246,7 +246,7 @@ def art_vs_robustseg(model, images, targets, device, args, eps: float) -> None:
     def run_rs():
         pgd(model, images, targets, [eps], objective)
 
-    t = C.interleaved({"ART": run_art, "robustseg": run_rs}, max(args.iters, 1), args.warmup, device)
+    t = C.keep_quiet(C.interleaved({"ART": run_art, "robustseg": run_rs}, max(args.iters, 1), args.warmup, device))
     ratio = C.med(t["ART"]) / C.med(t["robustseg"])
     print(f"ART {C.spread(t['ART'])}; robustseg {C.spread(t['robustseg'])}")
     print(f"speed-up ART / robustseg = {ratio:.2f} (target >= 2 on a GPU: {'met' if ratio >= 2 else 'MISSED'}); "

@@ -87,6 +87,7 @@ def main(argv=None) -> int:
         print(f"-- batch size {bs}: {len(images)} images, {len(groups)} batches, PGD-{k}, eps {args.eps}")
         t = C.interleaved({"bare": bare, "robustseg": robustseg, "hand_pgd": hand_pgd}, args.repeats, args.warmup,
                           args.device)
+        t = C.keep_quiet(t)
         upd = C.interleaved({"update_only": update_only}, args.repeats, 1, args.device)["update_only"]
         ratio = C.med(t["robustseg"]) / C.med(t["bare"])
         paired = C.med([r / b for r, b in zip(t["robustseg"], t["bare"])])

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         fns["ART_frozen"] = lambda: run_art(True, "ART_frozen")
     print(f"-- {len(images)} images of {args.size}px, batch {args.batch_size}, PGD-{args.steps}, Linf eps "
           f"{args.eps}, step {step:.5f} ({step * 255:.2f}/255), losses {','.join(LOSS_NAMES)}")
-    t = C.interleaved(fns, args.repeats, args.warmup, args.device)
+    t = C.keep_quiet(C.interleaved(fns, args.repeats, args.warmup, args.device))
 
     def ap_of(advs) -> dict:
         results = []
