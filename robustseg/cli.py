@@ -27,6 +27,16 @@ def _add_model_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", type=int, help="cap on the long side after resizing (overrides the checkpoint's)")
 
 
+def _add_run_opts(p: argparse.ArgumentParser, default_out: str) -> None:
+    """Options of every command that writes a results directory."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help=f"results directory (default {default_out})")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--on-error", choices=["skip", "fail"], default="skip",
+                   help="an unreadable image: skip it (logged, counted in run.json; default) or stop the run")
+
+
 def _model_arg(args):
     """The --model path as given, or a LoadedModel when --min-size/--max-size override its input resizing."""
     overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
@@ -142,7 +152,7 @@ def _run_patch_suite(args) -> int:
         raise RobustsegError("--data and --images go together")
     res = run_patches(_model_arg(args), args.suite, args.data, args.images, out=args.out, limit=args.limit,
                       batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                      resume=args.resume, command=_command(args))
+                      resume=args.resume, on_error=args.on_error, command=_command(args))
     print(res.summary())
     print(f"results: {res.out}/")
     return 0
@@ -187,10 +197,10 @@ def cmd_probe(args) -> int:
     limit = args.limit if args.limit is not None or args.data else DEFAULT_PROBE_LIMIT
     if args.out:  # refuse a non-empty --out before loading anything
         from .results import prepare_out_dir
-        prepare_out_dir(args.out, force=args.force, check_only=True)
+        prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
     res = run_probes(_model_arg(args), data, images, probes=args.probes, out=args.out, limit=limit,
                      batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                     config=args.config, command=_command(args))
+                     resume=args.resume, on_error=args.on_error, config=args.config, command=_command(args))
     if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
         return 0
     print(res.summary())
@@ -212,7 +222,7 @@ def cmd_patch(args) -> int:
     res = run_patches(_model_arg(args), args.suite, data, images, train_data=args.train_data,
                       train_images=args.train_images, apply=args.apply, out=args.out, limit=limit,
                       batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                      resume=args.resume, command=_command(args))
+                      resume=args.resume, on_error=args.on_error, command=_command(args))
     print(res.summary())
     print(f"results: {res.out}/ (metrics.csv, patches.csv, patches/, predictions/, run.json, report.html)")
     return 0
@@ -265,12 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", help="with --attack: comma-separated step counts (pgd, mifgsm)")
     a.add_argument("--norm", choices=["linf", "l2"], default="linf")
     a.add_argument("--losses", help="with --attack: losses to maximise, e.g. classifier,mask (default all)")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--out", help="results directory (default reports/<model>-<suite>-<time>/)")
-    a.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
-    a.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    a.add_argument("--on-error", choices=["skip", "fail"], default="skip",
-                   help="an unreadable image: skip it (logged, counted in run.json; default) or stop the run")
+    _add_run_opts(a, "reports/<model>-<suite>-<time>/")
     a.set_defaults(func=cmd_attack)
 
     pr = sub.add_parser("probe", help="shape-vs-texture probes (line drawings, silhouettes, texture scramble, "
@@ -280,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "invert, cue-conflict, or single ones (line-canny, "
                                                     "scramble-8x8, ...); default all")
     pr.add_argument("--config", help="probe options TOML (default attacks/probes.toml, see docs/probes.md)")
-    pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--out", help="results directory (default reports/<model>-probes-<time>/)")
-    pr.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    _add_run_opts(pr, "reports/<model>-probes-<time>/")
     pr.set_defaults(func=cmd_probe)
 
     pa = sub.add_parser("patch", help="adversarial patches (universal with EOT, per-image, per-object) beside "
@@ -294,10 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--train-images", help="image folder of --train-data")
     pa.add_argument("--apply", metavar="PATCH.pt", help="evaluate this saved universal patch (patches/universal.pt "
                                                         "of a run) instead of training one")
-    pa.add_argument("--seed", type=int, default=0)
-    pa.add_argument("--out", help="results directory (default reports/<model>-patch-<time>/)")
-    pa.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
-    pa.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _add_run_opts(pa, "reports/<model>-patch-<time>/")
     pa.set_defaults(func=cmd_patch)
 
     r = sub.add_parser("report", help="regenerate the HTML report of a results directory, or compare several")

@@ -77,6 +77,39 @@ def write_run_json(out: Path, info: dict) -> None:
     write_json(out / "run.json", info)
 
 
+def check_resumable(out: Path, fingerprint: dict) -> dict:
+    """The interrupted run's run.json, after checking it can be continued with these options (``fingerprint``:
+    everything that changes the numbers). Shared by attack, probe and patch runs."""
+    try:
+        old = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        raise RobustsegError(f"--resume: {out} holds no readable run.json to resume from") from None
+    if old.get("status") == "complete":
+        raise RobustsegError(f"--resume: the run in {out} is already complete")
+    differs = [k for k, v in fingerprint.items() if old.get("fingerprint", {}).get(k) != v]
+    if differs:
+        raise RobustsegError(f"--resume: {out} was run with different {', '.join(differs)}; "
+                             f"resume with the same options or start a new --out")
+    return old
+
+
+def trim_to_done(work: Path) -> None:
+    """Drop the rows of a half-written batch from a work folder's *.jsonl files: a batch's rows are appended
+    before its image ids go into done.jsonl, so rows of images not in done.jsonl are redone on resume."""
+    done = {int(r["image_id"]) for r in read_jsonl(work / "done.jsonl")}
+    for f in work.glob("*.jsonl"):
+        if f.name not in ("done.jsonl", "failed.jsonl"):
+            keep = [r for r in read_jsonl(f) if int(r["image_id"]) in done]
+            atomic_write(f, lambda fh: fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in keep)))
+
+
+def read_run_json(out: Path) -> dict:
+    try:
+        return json.loads((Path(out) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []

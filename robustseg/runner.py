@@ -31,7 +31,8 @@ from .fileio import sha256_file, write_json
 from .models.checkpoint import LoadedModel, load_model
 from .models.modes import attack_mode
 from .report.examples import example_points, save_examples
-from .results import append_jsonl, prepare_out_dir, read_jsonl, versions, write_csv, write_metrics, write_run_json
+from .results import (append_jsonl, check_resumable, prepare_out_dir, read_jsonl, trim_to_done, versions, write_csv,
+                      write_metrics, write_run_json)
 from .suites import AttackPoint, Suite, load_suite
 
 SCORE_THRESHOLD = 0.5  # detections counted in per_image.csv
@@ -209,24 +210,9 @@ def _read_all(work: Path, name: str) -> list[dict]:
 
 def _resume_state(out: Path, fingerprint: dict) -> None:
     """Check an interrupted run can be continued, and drop the half-written batch of every rank."""
-    import json
-    try:
-        old = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        raise RobustsegError(f"--resume: {out} holds no readable run.json to resume from") from None
-    if old.get("status") == "complete":
-        raise RobustsegError(f"--resume: the run in {out} is already complete")
-    differs = [k for k, v in fingerprint.items() if old.get("fingerprint", {}).get(k) != v]
-    if differs:
-        raise RobustsegError(f"--resume: {out} was run with different {', '.join(differs)}; "
-                             f"resume with the same options or start a new --out")
+    check_resumable(out, fingerprint)
     for d in (out / "work").glob("rank*"):
-        done = {int(r["image_id"]) for r in read_jsonl(d / "done.jsonl")}
-        # lines of a batch interrupted half-way were written before its done.jsonl entry: drop them
-        for f in d.glob("*.jsonl"):
-            if f.name not in ("done.jsonl", "failed.jsonl"):
-                keep = [r for r in read_jsonl(f) if int(r["image_id"]) in done]
-                f.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in keep))
+        trim_to_done(d)
 
 
 def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
@@ -433,13 +419,18 @@ def _object_accuracy(rows: list[dict]) -> list[dict]:
 
 
 def summary_table(df) -> str:
-    """Clean vs attacked AP per point (bbox and segm AP), the drop in brackets."""
+    """Clean vs attacked AP per point (bbox and segm AP), the drop in brackets; eps as written (8/255)."""
     ap = df[df.metric == "AP"]
-    lines = [f"{'point':44} {'bbox AP':>16} {'segm AP':>16}"]
+    lines = [f"{'attack':12} {'norm':6} {'eps':>8} {'steps':>5} {'bbox AP':>16} {'segm AP':>16}"]
     for key, g in ap.groupby("point", sort=False):
         cells = []
         for t in ("bbox", "segm"):
             r = g[g.iou_type == t].iloc[0]
             cells.append(f"{r.value:.3f}" + ("" if key == "clean" else f" ({-r.drop_abs:+.3f})"))
-        lines.append(f"{key:44} {cells[0]:>16} {cells[1]:>16}")
+        r = g.iloc[0]
+        if r.norm in ("linf", "l2"):
+            head = f"{r.attack:12} {r.norm:6} {r.eps_label:>8} {int(r.steps):>5}"
+        else:  # clean, patches: the point's name says it all
+            head = f"{key:35}"
+        lines.append(f"{head} {cells[0]:>16} {cells[1]:>16}")
     return "\n".join(lines)

@@ -169,3 +169,78 @@ def test_nothing_is_written_outside_the_output_directory(data, tmp_path, monkeyp
     assert sorted(p.name for p in cwd.iterdir()) == ["out"]
     assert {p for p in Path(data[1]).parent.rglob("*")} == before
     assert not (tmp_path / "cache").exists()
+
+
+# ------------------------------------------------------------------------------------- probe and patch runs
+
+PROBES = "line-canny,silhouette,scramble-4x4,cue-conflict"
+
+
+def test_interrupted_probe_run_resumes_to_identical_results(data, tmp_path, monkeypatch):
+    import robustseg.probes.run as probe_run
+    from robustseg.probes import run_probes
+    lm = load_trained_model()
+    kw = dict(probes=PROBES, batch_size=2, seed=3, progress=False)
+    ref = run_probes(lm, *data, out=tmp_path / "ref", **kw)
+
+    real, calls = probe_run.predict, []
+
+    def dies_on_the_ninth_call(model, images):  # the 3rd batch of images (4 points per batch)
+        calls.append(1)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return real(model, images)
+    monkeypatch.setattr(probe_run, "predict", dies_on_the_ninth_call)
+    with pytest.raises(KeyboardInterrupt):
+        run_probes(lm, *data, out=tmp_path / "run", **kw)
+    monkeypatch.setattr(probe_run, "predict", real)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "running"
+    with pytest.raises(Exception, match="different seed"):
+        run_probes(lm, *data, out=tmp_path / "run", resume=True, **{**kw, "seed": 4})
+    done = [r["image_id"] for r in
+            map(json.loads, (tmp_path / "run" / "work" / "images" / "done.jsonl").read_text().splitlines())]
+    assert len(done) == 4  # two batches were finished before the kill; the third is redone
+
+    res = run_probes(lm, *data, out=tmp_path / "run", resume=True, **kw)
+    for f in ("metrics.csv", "probes.csv", "shape_bias.json", "decisions.csv", "predictions/probe-silhouette.json"):
+        # the cue-conflict set's path (under each run's own folder) is the only thing allowed to differ
+        assert (res.out / f).read_text() == (ref.out / f).read_text().replace(str(ref.out), str(res.out)), f
+    info = json.loads((res.out / "run.json").read_text())
+    assert info["status"] == "complete" and len(info["resumed"]) == 1
+    with pytest.raises(Exception, match="already complete"):
+        run_probes(lm, *data, out=tmp_path / "run", resume=True, **kw)
+
+
+def test_probe_and_patch_runs_skip_unreadable_images(data, tmp_path, capsys):
+    from robustseg.patches import run_patches
+    from robustseg.patches.suite import parse_patch_suite
+    from robustseg.probes import run_probes
+    ann, images = _broken_copy(data, tmp_path)
+    ids = json.loads(ann.read_text())["images"]
+    bad = {ids[1]["id"], ids[2]["id"], ids[3]["id"]}
+    lm = load_trained_model()
+    res = run_probes(lm, ann, images, probes=PROBES, out=tmp_path / "probe", progress=False)
+    info = json.loads((res.out / "run.json").read_text())
+    assert info["num_failed_images"] == 3 and {f["image_id"] for f in info["failed_images"]} == bad
+    assert info["num_evaluated_images"] == 5
+    for point in ("clean", "probe-silhouette"):
+        preds = json.loads((res.out / "predictions" / f"{point}.json").read_text())
+        assert preds and {p["image_id"] for p in preds} & bad == set()
+    assert capsys.readouterr().err.count("skipping image") == 3
+
+    suite = parse_patch_suite({"kinds": ["per-image"], "baselines": ["grey"], "per-image": {"steps": 1}}, "t")
+    res = run_patches(lm, suite, ann, images, out=tmp_path / "patch", progress=False)
+    info = json.loads((res.out / "run.json").read_text())
+    assert info["num_failed_images"] == 3 and {f["image_id"] for f in info["failed_images"]} == bad
+    assert info["num_evaluated_images"] == 5
+    preds = json.loads((res.out / "predictions" / "patch-image.json").read_text())
+    assert preds and {p["image_id"] for p in preds} & bad == set()
+    assert capsys.readouterr().err.count("skipping image") == 3
+
+    # --on-error fail: one line naming the problems, exit 2, nothing written
+    for cmd in (["probe", "--probes", "silhouette"], ["patch"]):
+        code = main([*cmd, "--model", str(trained_model_path()), "--data", str(ann), "--images", str(images),
+                     "--on-error", "fail", "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "3 image(s) cannot be used" in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "o").exists()

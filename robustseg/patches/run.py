@@ -38,7 +38,7 @@ from ..errors import RobustsegError
 from ..eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
 from ..fileio import atomic_write, sha256_file, write_json
 from ..models.checkpoint import LoadedModel, load_model
-from ..results import prepare_out_dir, versions, write_csv, write_metrics, write_run_json
+from ..results import check_resumable, prepare_out_dir, versions, write_csv, write_metrics, write_run_json
 from ..runner import derived_seed, summary_table
 from .apply import paste, sample_placement, side_pixels
 from .per_image import image_placement, optimise_fixed, render, start_patches
@@ -266,19 +266,6 @@ def _fingerprint(suite: PatchSuite, seed: int, batch_size: int, lm: LoadedModel,
             "applied_sha256": applied["sha256"] if applied else None}
 
 
-def _check_resume(out: Path, fingerprint: dict) -> None:
-    try:
-        old = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        raise RobustsegError(f"--resume: {out} holds no readable run.json to resume from") from None
-    if old.get("status") == "complete":
-        raise RobustsegError(f"--resume: the run in {out} is already complete")
-    differs = [k for k, v in fingerprint.items() if old.get("fingerprint", {}).get(k) != v]
-    if differs:
-        raise RobustsegError(f"--resume: {out} was run with different {', '.join(differs)}; resume with the same "
-                             f"options or start a new --out")
-
-
 def _rows(points: dict, ds: CocoDataset, lm: LoadedModel, eval_ids: list[int]):
     rows, class_rows, evals = [], [], {}
     names = dict(zip(lm.category_ids, lm.class_names))
@@ -315,15 +302,40 @@ def _patch_rows(points: dict, evals: dict, objective: str) -> list[dict]:
     return out
 
 
+def _usable(ds: CocoDataset, on_error: str, what: str) -> list[dict]:
+    """Decode every image once, up front (a patch run passes over the data several times, so a bad image found
+    half-way would leave the kinds evaluated on different images). ``on_error="skip"`` drops the bad ones from
+    ``ds`` and returns them, logged; ``"fail"`` stops with every problem named."""
+    problems = ds.check_images()
+    for idx, iid in enumerate(ds.image_ids):
+        if iid not in problems:
+            try:
+                ds.load_image(idx)
+            except RobustsegError as e:  # corrupt past a valid header
+                problems[iid] = str(e)
+    if problems and on_error == "fail":
+        shown = "; ".join(f"image {i}: {e}" for i, e in list(problems.items())[:5])
+        raise RobustsegError(f"{len(problems)} {what}(s) cannot be used: {shown}")
+    for iid, err in problems.items():
+        tqdm.write(f"skipping {what} {iid}: {err}", file=sys.stderr)
+    ds.image_ids = [i for i in ds.image_ids if i not in problems]
+    if not ds.image_ids:
+        raise RobustsegError(f"no usable {what}s left: every one failed to load")
+    return [{"image_id": i, "error": e} for i, e in problems.items()]
+
+
 def run_patches(model: str | Path | LoadedModel | None = None, suite: str | Path | PatchSuite | None = None,
                 data: str | Path | None = None, images: str | Path | None = None, *,
                 train_data: str | Path | None = None, train_images: str | Path | None = None,
                 apply: str | Path | None = None, out: str | Path | None = None, limit: int | None = None,
                 batch_size: int = 4, device: str = "cpu", seed: int = 0, force: bool = False, resume: bool = False,
-                progress: bool = True, command: str | None = None) -> PatchRunResult:
+                on_error: str = "skip", progress: bool = True, command: str | None = None) -> PatchRunResult:
     """Optimise and evaluate the suite's patches (or, with ``apply``, evaluate a saved universal patch) on a
-    held-out dataset (default: the built-in synthetic split) and write the results directory ``out``."""
+    held-out dataset (default: the built-in synthetic split) and write the results directory ``out``.
+    ``on_error="skip"`` leaves unreadable images out of every point (listed in run.json); ``"fail"`` stops."""
     t_start = time.time()
+    if on_error not in ("skip", "fail"):
+        raise RobustsegError(f"on_error must be skip or fail, not {on_error!r}")
     suite = suite if isinstance(suite, PatchSuite) else load_patch_suite(suite)
     if resume and out is None:
         raise RobustsegError("--resume needs the --out directory of the interrupted run")
@@ -351,6 +363,7 @@ def run_patches(model: str | Path | LoadedModel | None = None, suite: str | Path
     if not ds.has_annotations:
         raise RobustsegError(f"{data}: patch runs need ground truth (objectives, placements and AP); "
                              f"the dataset has no annotations")
+    failed = _usable(ds, on_error, "image")
     train, train_info = None, None
     if "universal" in kinds and not applied:
         u = suite["universal"]
@@ -358,6 +371,7 @@ def run_patches(model: str | Path | LoadedModel | None = None, suite: str | Path
             from ..data.synth import default_split
             train_data, train_images = default_split(n=max(u["train_images"], 1), seed=TRAIN_SEED)
         train = CocoDataset(train_data, train_images, category_ids=lm.category_ids, limit=u["train_images"] or None)
+        failed += [{**f, "dataset": "train"} for f in _usable(train, on_error, "training image")]
         train_info = {"annotations": str(Path(train_data).resolve()), "images": str(Path(train_images).resolve()),
                       "sha256": sha256_file(train_data), "num_images": len(train)}
         if train_info["sha256"] == sha256_file(data):
@@ -368,7 +382,7 @@ def run_patches(model: str | Path | LoadedModel | None = None, suite: str | Path
     fingerprint = _fingerprint(suite, seed, batch_size, lm, data, ds, train_info and train_info["sha256"], applied)
     work = out / "work"
     if resume:
-        _check_resume(out, fingerprint)
+        check_resumable(out, fingerprint)
     else:
         for stale in ("work", "predictions", "patches"):
             shutil.rmtree(out / stale, ignore_errors=True)
@@ -377,7 +391,7 @@ def run_patches(model: str | Path | LoadedModel | None = None, suite: str | Path
     run_info = {
         "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command or " ".join(["robustseg", "patch"] + sys.argv[2:]), "seed": seed,
-        "batch_size": batch_size, "device": str(device), "limit": limit, "kinds": kinds,
+        "batch_size": batch_size, "device": str(device), "limit": limit, "on_error": on_error, "kinds": kinds,
         "patch": suite.as_dict(), "applied": {k: v for k, v in applied.items() if k != "patch"} if applied else None,
         "versions": versions(),
         "model": {k: v for k, v in lm.describe().items() if k != "meta"} | {"meta": lm.meta},
@@ -430,7 +444,8 @@ def run_patches(model: str | Path | LoadedModel | None = None, suite: str | Path
         _png(out / "patches" / "examples.png", _grid(tiles, size=128, cols=len(cols)))
     shutil.rmtree(work, ignore_errors=True)
     run_info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    wall_seconds=round(time.time() - t_start, 1), num_evaluated_images=len(eval_ids))
+                    wall_seconds=round(time.time() - t_start, 1), failed_images=failed,
+                    num_failed_images=len(failed), num_evaluated_images=len(eval_ids))
     write_run_json(out, run_info)
     try:
         from ..report.html import write_report

@@ -18,6 +18,7 @@ dataset's objects) and adds the shape-bias decisions. Written into ``out``:
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 import time
 import tomllib
@@ -36,7 +37,8 @@ from ..errors import RobustsegError
 from ..eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
 from ..fileio import atomic_write, sha256_file, write_json
 from ..models.checkpoint import LoadedModel, load_model
-from ..results import prepare_out_dir, versions, write_csv, write_metrics, write_run_json
+from ..results import (append_jsonl, check_resumable, prepare_out_dir, read_jsonl, read_run_json, trim_to_done,
+                       versions, write_csv, write_metrics, write_run_json)
 from ..runner import derived_seed
 from ..suites import REPO_SUITES
 from . import shape_bias as sb
@@ -144,7 +146,7 @@ def _conflicting(anns: list[dict]) -> bool:
 
 
 def cue_conflict_set(ds: CocoDataset, lm: LoadedModel, out: Path, cfg: dict, seed: int,
-                     n_images: int) -> CueConflictSet:
+                     n_images: int, skip: frozenset[int] = frozenset()) -> CueConflictSet:
     """The dataset itself if it holds cue-conflict objects; a generated one for robustseg synthetic data; else
     one built from the dataset's own objects (each mask filled with another class's object texture)."""
     c = cfg["cue-conflict"]
@@ -165,15 +167,18 @@ def cue_conflict_set(ds: CocoDataset, lm: LoadedModel, out: Path, cfg: dict, see
         info = {"source": "generated", "generator": "robustseg.data.synth.generate", "params": gen,
                 "annotations": str(ann), "sha256": sha256_file(ann)}
         return CueConflictSet(cc.coco, cc.image_ids, cc.load_image, info)
-    return _real_cue_conflict(ds, out, c, s, n)
+    return _real_cue_conflict(ds, out, c, s, n, skip)
 
 
-def _real_cue_conflict(ds: CocoDataset, out: Path, c: dict, seed: int, n: int) -> CueConflictSet:
-    """Shape from each object's mask, texture from an object of another class in another image (seeded)."""
+def _real_cue_conflict(ds: CocoDataset, out: Path, c: dict, seed: int, n: int,
+                       skip: frozenset[int] = frozenset()) -> CueConflictSet:
+    """Shape from each object's mask, texture from an object of another class in another image (seeded).
+    Images in ``skip`` (unreadable) are neither probed nor texture donors."""
     rng = np.random.default_rng(seed)
-    ids = ds.image_ids[:n]
+    usable = [iid for iid in ds.image_ids if iid not in skip]
+    ids = usable[:n]
     pos = {iid: i for i, iid in enumerate(ds.image_ids)}
-    objs = [a for iid in ds.image_ids for a in ds.coco.imgToAnns.get(iid, [])
+    objs = [a for iid in usable for a in ds.coco.imgToAnns.get(iid, [])
             if not a.get("iscrowd", 0) and int(a["category_id"]) in ds.label_of and a.get("area", 0) >= c["min_area"]]
     if len({a["category_id"] for a in objs}) < 2:
         raise RobustsegError("cue-conflict on real data needs objects of at least two classes "
@@ -251,14 +256,23 @@ def _png(path: Path, img: np.ndarray) -> None:
     atomic_write(path, lambda f: Image.fromarray(data).save(f, format="PNG"), mode="wb")
 
 
-def _overview(path: Path, rows: list[list[np.ndarray]], cell: int = 128) -> None:
-    """One row per example image, a column per point, each cell fitted into ``cell`` px on white."""
-    grid = np.ones((len(rows) * (cell + 4), max(len(r) for r in rows) * (cell + 4), 3), dtype=np.float32)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
-            im.thumbnail((cell, cell))
-            a = np.asarray(im, dtype=np.float32) / 255
+def _overview(path: Path, ex_dir: Path, points: list[str], ids: list[int], cc_ids: list[int],
+              cell: int = 128) -> None:
+    """One row per example image (read back from ex_dir/<point>/<id>.png, so a resumed run gets the same), a
+    column per point, each cell fitted into ``cell`` px on white; the cue-conflict column holds its own images."""
+    cells = [[ex_dir / p / f"{iid}.png" for p in points if p != "probe-cue-conflict"] for iid in ids]
+    for r, iid in enumerate(cc_ids[:len(cells)]):
+        cells[r].append(ex_dir / "probe-cue-conflict" / f"{iid}.png")
+    cells = [[f for f in row if f.is_file()] for row in cells]
+    if not any(cells):
+        return
+    grid = np.ones((len(cells) * (cell + 4), max(len(r) for r in cells) * (cell + 4), 3), dtype=np.float32)
+    for i, row in enumerate(cells):
+        for j, f in enumerate(row):
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                im.thumbnail((cell, cell))
+                a = np.asarray(im, dtype=np.float32) / 255
             grid[i * (cell + 4):i * (cell + 4) + a.shape[0], j * (cell + 4):j * (cell + 4) + a.shape[1]] = a
     _png(path, grid)
 
@@ -288,16 +302,25 @@ class ProbeResult:
 def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path | None = None,
                images: str | Path | None = None, *, probes: str | list[str] | None = "all",
                out: str | Path | None = None, limit: int | None = None, batch_size: int = 4, device: str = "cpu",
-               seed: int = 0, force: bool = False, config: str | Path | dict | None = None, progress: bool = True,
+               seed: int = 0, force: bool = False, resume: bool = False, on_error: str = "skip",
+               config: str | Path | dict | None = None, progress: bool = True,
                command: str | None = None) -> ProbeResult:
     """Run the shape-vs-texture probes (``all``, or names/groups: line, silhouette, scramble, grayscale, invert,
     cue-conflict, line-canny, scramble-8x8, ...) on a dataset (None: the built-in synthetic split) and write
-    the results directory ``out``. Returns the metrics, the per-probe counts and the shape-bias summary."""
+    the results directory ``out``. Returns the metrics, the per-probe counts and the shape-bias summary.
+
+    Predictions stream to ``out/work/`` batch by batch, so ``resume=True`` continues an interrupted run from the
+    images already done. ``on_error="skip"`` logs an unreadable image, counts it in run.json and leaves it out of
+    every point's evaluation alike; ``"fail"`` stops the run."""
     t_start = time.time()
+    if on_error not in ("skip", "fail"):
+        raise RobustsegError(f"on_error must be skip or fail, not {on_error!r}")
+    if resume and out is None:
+        raise RobustsegError("--resume needs the --out directory of the interrupted run")
     cfg = config if isinstance(config, dict) else load_config(config)
     names = resolve_probes(probes, cfg)
     if out is not None:
-        prepare_out_dir(out, force=force, check_only=True)
+        prepare_out_dir(out, force=force, resume=resume, check_only=True)
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     lm.model.to(device)
     if data is None:
@@ -310,92 +333,134 @@ def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path |
         raise RobustsegError(f"{data}: no images to probe")
     if not ds.has_annotations:
         raise RobustsegError(f"{data}: the probes need ground-truth annotations (none in the file)")
+    problems = ds.check_images()  # every unreadable/missing/mis-sized image, found before any work
+    if problems and on_error == "fail":
+        shown = "; ".join(f"image {i}: {e}" for i, e in list(problems.items())[:5])
+        raise RobustsegError(f"{len(problems)} image(s) cannot be used: {shown}")
     if out is None:
         out = Path("reports") / f"{Path(lm.path or 'model').stem}-probes-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = prepare_out_dir(out, force=force)
     cc_cfg, n_examples = cfg["cue-conflict"], int(cfg["examples"]["images"])
     match_args = (cc_cfg["iou"], cc_cfg["score"], cc_cfg["iou_type"])
     image_probes = [n for n in names if n != "cue-conflict"]
     points = ["clean"] + [f"probe-{n}" for n in names]
+    fingerprint = {"probes": names, "config": cfg, "seed": seed, "batch_size": batch_size,
+                   "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
+    out = prepare_out_dir(out, force=force, resume=resume)
+    work = {"images": out / "work" / "images", "cue_conflict": out / "work" / "cue_conflict"}
+    if resume:
+        check_resumable(out, fingerprint)
+        for w in work.values():
+            trim_to_done(w)
+    else:
+        for stale in ("work", "predictions", "examples", "cue_conflict"):
+            shutil.rmtree(out / stale, ignore_errors=True)
+    for w in work.values():
+        w.mkdir(parents=True, exist_ok=True)
     run_info = {
         "kind": "probe", "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command or " ".join(["robustseg"] + sys.argv[1:]), "seed": seed, "batch_size": batch_size,
-        "device": str(device), "limit": limit,
+        "device": str(device), "limit": limit, "on_error": on_error,
         "suite": {"name": "probes", "description": "shape-vs-texture probes (docs/probes.md)", "points": points},
         "probes": names, "config": cfg, "versions": versions(),
         "model": {k: v for k, v in lm.describe().items() if k != "meta"} | {"meta": lm.meta},
         "dataset": {"annotations": str(Path(data).resolve()), "images": str(Path(images).resolve()),
-                    "sha256": sha256_file(data), "num_images": len(ds), "skipped_annotations": ds.skipped},
-        "score_threshold_for_counts": cc_cfg["score"],
+                    "sha256": fingerprint["dataset_sha256"], "num_images": len(ds),
+                    "skipped_annotations": ds.skipped},
+        "score_threshold_for_counts": cc_cfg["score"], "fingerprint": fingerprint,
     }
+    if resume:  # keep the command and start time of the run that began it
+        old = read_run_json(out)
+        run_info.update(command=old.get("command", run_info["command"]), started=old.get("started"),
+                        resumed=list(old.get("resumed", [])) + [time.strftime("%Y-%m-%dT%H:%M:%S%z")])
     write_run_json(out, run_info)
     cc = None
     if "cue-conflict" in names:
-        cc = cue_conflict_set(ds, lm, out, cfg, seed, len(ds))
+        cc = cue_conflict_set(ds, lm, out, cfg, seed, len(ds), skip=frozenset(problems))
         run_info["cue_conflict"] = cc.info
         write_run_json(out, run_info)
 
-    results: dict[str, list[dict]] = {p: [] for p in points}
-    examples: dict[int, list[np.ndarray]] = {}
+    ok_ids = [i for i in ds.image_ids if i not in problems]
+    example_ids = set(ok_ids[:n_examples])
     ex_dir = out / "examples"
     total = len(ds) * (1 + len(image_probes)) + (len(cc.image_ids) if cc else 0)
     bar = tqdm(total=total, desc="probe", unit="img", disable=not progress, dynamic_ncols=True)
 
-    def run_batch(point: str, imgs: list[np.ndarray], ids: list[int]) -> None:
-        outs = predict(lm.model, [_chw(x).to(device) for x in imgs])
-        for o, iid, x in zip(outs, ids, imgs):
-            results[point] += to_coco_results(o, iid, lm.category_ids)
-            if iid in examples or (point == "clean" and len(examples) < n_examples):
-                examples.setdefault(iid, []).append(x)
-                _png(ex_dir / point / f"{iid}.png", x)
-        bar.update(len(ids))
+    def predict_points(w: Path, load: Callable[[int], torch.Tensor], ids: list[int], pre_failed: dict,
+                       probe_points: Callable[[list[np.ndarray], list[int], list[int]], dict], n_points: int) -> None:
+        """Every batch: load, make each point's images, predict, append each point's results to w/<point>.jsonl,
+        then the batch's ids to w/done.jsonl (a resume redoes a batch that did not get that far)."""
+        done = {int(r["image_id"]) for r in read_jsonl(w / "done.jsonl")}
+        failed = {int(r["image_id"]) for r in read_jsonl(w / "failed.jsonl")}
+        for iid, err in pre_failed.items():
+            if iid not in failed:
+                tqdm.write(f"skipping image {iid}: {err}", file=sys.stderr)
+                append_jsonl(w / "failed.jsonl", [{"image_id": iid, "error": err}])
+                failed.add(iid)
+        for idx in batches(len(ids), batch_size):
+            todo = [i for i in idx if ids[i] not in done | failed]
+            imgs, pos = [], []
+            for i in todo:
+                try:
+                    imgs.append(_hwc(load(i)))
+                    pos.append(i)
+                except RobustsegError as e:  # e.g. a truncated file whose header looked fine
+                    if on_error == "fail":
+                        raise
+                    tqdm.write(f"skipping image {ids[i]}: {e}", file=sys.stderr)
+                    append_jsonl(w / "failed.jsonl", [{"image_id": ids[i], "error": str(e)}])
+            if imgs:
+                batch_ids = [ids[i] for i in pos]
+                by_point = probe_points(imgs, pos, batch_ids)
+                for point, point_imgs in by_point.items():
+                    outs = predict(lm.model, [_chw(x).to(device) for x in point_imgs])
+                    append_jsonl(w / f"{point}.jsonl", [r for o, iid in zip(outs, batch_ids)
+                                                        for r in to_coco_results(o, iid, lm.category_ids)])
+                    for iid, x in zip(batch_ids, point_imgs):
+                        if iid in example_ids or (point == "probe-cue-conflict" and iid in cc_example_ids):
+                            _png(ex_dir / point / f"{iid}.png", x)
+                append_jsonl(w / "done.jsonl", [{"image_id": iid} for iid in batch_ids])
+            bar.update(len(idx) * n_points)
 
-    for idx in batches(len(ds), batch_size):
-        ids = [ds.image_ids[i] for i in idx]
-        clean = [_hwc(ds.load_image(i)) for i in idx]
-        masks = [ds.target(i)["masks"].numpy().astype(bool) for i in idx]
-        run_batch("clean", clean, ids)
-        for name in image_probes:
-            probed = [apply_probe(name, x, m, cfg, np.random.default_rng(derived_seed(seed, name, iid)))
-                      for x, m, iid in zip(clean, masks, ids)]
-            run_batch(f"probe-{name}", probed, ids)
-    cc_examples = []
-    if cc:
-        for idx in batches(len(cc.image_ids), batch_size):
-            imgs = [_hwc(cc.load(i)) for i in idx]
-            ids = [cc.image_ids[i] for i in idx]
-            outs = predict(lm.model, [_chw(x).to(device) for x in imgs])
-            for o, iid, x in zip(outs, ids, imgs):
-                results["probe-cue-conflict"] += to_coco_results(o, iid, lm.category_ids)
-                if len(cc_examples) < n_examples:
-                    cc_examples.append(x)
-                    _png(ex_dir / "probe-cue-conflict" / f"{iid}.png", x)
-            bar.update(len(ids))
+    def image_points(clean: list[np.ndarray], pos: list[int], ids: list[int]) -> dict:
+        masks = [ds.target(i)["masks"].numpy().astype(bool) for i in pos]
+        return {"clean": clean, **{f"probe-{n}": [apply_probe(n, x, m, cfg, np.random.default_rng(
+            derived_seed(seed, n, iid))) for x, m, iid in zip(clean, masks, ids)] for n in image_probes}}
+
+    cc_example_ids = set(cc.image_ids[:n_examples]) if cc else set()
+    predict_points(work["images"], ds.load_image, ds.image_ids, problems, image_points, 1 + len(image_probes))
+    if cc:  # the dataset's own cue-conflict objects share its unreadable images; built/generated sets have none
+        predict_points(work["cue_conflict"], cc.load, cc.image_ids,
+                       problems if cc.info["source"] == "dataset" else {},
+                       lambda imgs, pos, ids: {"probe-cue-conflict": imgs}, 1)
     bar.close()
-    if examples:
-        rows = [row + ([cc_examples[i]] if i < len(cc_examples) else []) for i, row in enumerate(examples.values())]
-        _overview(ex_dir / "overview.png", rows)
+    _overview(ex_dir / "overview.png", ex_dir, points, sorted(example_ids, key=ok_ids.index),
+              sorted(cc_example_ids, key=cc.image_ids.index) if cc else [])
 
     # evaluation: the same COCO code as robustseg eval / attack, one pass per point
+    failed = {k: read_jsonl(w / "failed.jsonl") for k, w in work.items()}
     names_of = dict(zip(lm.category_ids, lm.class_names))
     rows, class_rows, probe_rows = [], [], []
     (out / "predictions").mkdir(exist_ok=True)
     summary = None
     for point in points:
         is_cc = point == "probe-cue-conflict"
-        gt, ids = (cc.gt, cc.image_ids) if is_cc else (ds.coco, ds.image_ids)
-        write_json(out / "predictions" / f"{point}.json", results[point])
-        m = evaluate(gt, results[point], ids)
+        key = "cue_conflict" if is_cc else "images"
+        gt, all_ids = (cc.gt, cc.image_ids) if is_cc else (ds.coco, ds.image_ids)
+        bad = {int(r["image_id"]) for r in failed[key]}
+        ids = [i for i in all_ids if i not in bad]
+        results = read_jsonl(work[key] / f"{point}.jsonl")
+        write_json(out / "predictions" / f"{point}.json", results)
+        m = evaluate(gt, results, ids)
         base = {"attack": point, "norm": "none", "eps": 0.0, "eps_label": "0", "steps": 0, "point": point}
         for t in IOU_TYPES:
             rows += [{**base, "iou_type": t, "metric": k, "value": m[t][k]} for k in METRICS]
             class_rows += [{**base, "iou_type": t, "category_id": c, "category": names_of.get(c, str(c)), "AP": ap}
                            for c, ap in m["per_class"][t].items()]
-        cnt = object_counts(gt, results[point], ids, lm.category_ids, *match_args)
+        cnt = object_counts(gt, results, ids, lm.category_ids, *match_args)
         rows.append({**base, "iou_type": cc_cfg["iou_type"], "metric": "matched_objects", "value": cnt["matched"]})
         probe_rows.append({"point": point, **cnt, **{f"{t}_{k}": m[t][k] for t in IOU_TYPES for k in ("AP", "AP50")}})
         if is_cc:
-            dec = sb.decisions(results[point], gt, *match_args)
+            dec = sb.decisions(results, gt, *match_args, image_ids=ids)
             cat_names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.dataset["categories"]}
             textures = (gt.dataset.get("info") or {}).get("textures") or {}  # the synthetic generator's names
             summary = {**sb.summarise(dec, cat_names, {int(k): v for k, v in textures.items()}),
@@ -417,8 +482,10 @@ def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path |
     df = write_metrics(out, rows)
     write_csv(out / "per_class.csv", class_rows)
     write_csv(out / "probes.csv", probe_rows, PROBES_COLUMNS)
+    all_failed = failed["images"] + (failed["cue_conflict"] if cc and cc.info["source"] != "dataset" else [])
     run_info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    wall_seconds=round(time.time() - t_start, 1), num_evaluated_images=len(ds))
+                    wall_seconds=round(time.time() - t_start, 1), failed_images=all_failed,
+                    num_failed_images=len(all_failed), num_evaluated_images=len(ds) - len(failed["images"]))
     write_run_json(out, run_info)
     try:
         from ..report.html import write_report

@@ -50,16 +50,20 @@ def decide(obj: dict, det: dict | None) -> str:
     return "neither"
 
 
-def decisions(results: list[dict], gt, iou: float = 0.5, score: float = 0.5, iou_type: str = "bbox") -> list[dict]:
+def decisions(results: list[dict], gt, iou: float = 0.5, score: float = 0.5, iou_type: str = "bbox",
+              image_ids=None) -> list[dict]:
     """One row per cue-conflict object of ``gt`` (a pycocotools COCO; objects whose shape class differs from
-    their texture class, crowd regions skipped) with the decision of its matched detection."""
+    their texture class, crowd regions skipped) with the decision of its matched detection; only objects of
+    ``image_ids`` when given (unreadable images are left out, not counted as unmatched)."""
+    keep = None if image_ids is None else {int(i) for i in image_ids}
     by_image: dict[int, list[dict]] = defaultdict(list)
     for r in results:
         by_image[int(r["image_id"])].append(r)
     objs: dict[int, list[dict]] = defaultdict(list)
     for a in gt.dataset["annotations"]:
         if not a.get("iscrowd", 0) and a.get("texture_category_id") is not None \
-                and a["shape_category_id"] != a["texture_category_id"]:
+                and a["shape_category_id"] != a["texture_category_id"] \
+                and (keep is None or int(a["image_id"]) in keep):
             objs[int(a["image_id"])].append({**a, "rle": gt.annToRLE(a)} if iou_type == "segm" else a)
     rows = []
     for image_id, anns in sorted(objs.items()):
