@@ -125,7 +125,7 @@ def cmd_compare(args) -> int:
     overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
     path = compare_checkpoints(args.checkpoints, args.out, suite=load_suite(args.suite), data=data, images=images,
                                limit=limit, batch_size=args.batch_size, device=args.device, seed=args.seed,
-                               force=args.force, command=_command(args), **overrides)
+                               force=args.force, resume=args.resume, command=_command(args), **overrides)
     print(headline(path))
     print(f"wrote {path} (runs in {path.parent}/<name>/, comparison report in {path.parent}/report/)")
     return 0
@@ -180,7 +180,8 @@ def cmd_attack(args) -> int:
         prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
     res = run_suite(_model_arg(args), suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
                     device=args.device, seed=args.seed, force=args.force,
-                    resume=args.resume, on_error=args.on_error, command=_command(args))
+                    resume=args.resume, on_error=args.on_error, command=_command(args), amp=args.amp,
+                    workers=args.workers)
     if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
         return 0
     print(res.summary())
@@ -276,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--norm", choices=["linf", "l2"], default="linf")
     a.add_argument("--losses", help="with --attack: losses to maximise, e.g. classifier,mask (default all)")
     _add_run_opts(a, "reports/<model>-<suite>-<time>/")
+    a.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision for the attacks' forward passes "
+                                                           "(bf16, or fp16 on CUDA); predictions stay float32")
+    a.add_argument("--workers", type=int, default=0, help="processes decoding images ahead of the attack "
+                                                          "(default 0; 2-4 keep a GPU busy)")
     a.set_defaults(func=cmd_attack)
 
     pr = sub.add_parser("probe", help="shape-vs-texture probes (line drawings, silhouettes, texture scramble, "
@@ -354,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--suite", help="suite TOML file or built-in name (default quick)")
     c.add_argument("--data")
     c.add_argument("--images")
-    c.add_argument("--limit", type=int, help="use only the first N images (default 40 of the synthetic split)")
+    c.add_argument("--limit", type=int, help="use only the first N images (default: the first 32 of the synthetic "
+                                             "split)")
     c.add_argument("--device", default="cpu")
     c.add_argument("--batch-size", type=int, default=4)
     c.add_argument("--min-size", type=int)
@@ -362,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", required=True, help="results directory: <name>/ per checkpoint, compare.csv, report/")
     c.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     c.set_defaults(func=cmd_compare)
     return ap
 

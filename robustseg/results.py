@@ -77,15 +77,16 @@ def write_run_json(out: Path, info: dict) -> None:
     write_json(out / "run.json", info)
 
 
-def check_resumable(out: Path, fingerprint: dict) -> dict:
+def check_resumable(out: Path, fingerprint: dict, allow_complete: bool = False) -> dict:
     """The interrupted run's run.json, after checking it can be continued with these options (``fingerprint``:
-    everything that changes the numbers). Shared by attack, probe and patch runs."""
+    everything that changes the numbers). Shared by attack, probe, patch and compare runs."""
     try:
         old = json.loads((out / "run.json").read_text())
     except (OSError, ValueError):
         raise RobustsegError(f"--resume: {out} holds no readable run.json to resume from") from None
-    if old.get("status") == "complete":
+    if old.get("status") == "complete" and not allow_complete:
         raise RobustsegError(f"--resume: the run in {out} is already complete")
+    fingerprint = json.loads(json.dumps(fingerprint))  # as run.json holds it (tuples are lists there)
     differs = [k for k, v in fingerprint.items() if old.get("fingerprint", {}).get(k) != v]
     if differs:
         raise RobustsegError(f"--resume: {out} was run with different {', '.join(differs)}; "
@@ -110,11 +111,26 @@ def read_run_json(out: Path) -> dict:
         return {}
 
 
+def model_fingerprint(lm, device) -> dict:
+    """What makes a model predict what it predicts: the file, the input sizes and the kind of device."""
+    import torch
+    return {"model_sha256": lm.sha256, "arch_cfg": lm.arch_cfg, "device_type": torch.device(device).type}
+
+
 def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a work file; a last line cut short by a killed process is dropped (its batch is redone)."""
     if not path.exists():
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1 or line.endswith("\n"):
+                raise RobustsegError(f"{path}: line {i + 1} is not valid JSON") from None
+    return rows
 
 
 def append_jsonl(path: Path, items: Iterable[dict]) -> None:

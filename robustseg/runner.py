@@ -22,7 +22,7 @@ from . import sanity
 from .attacks import ATTACKS, PGD
 from .attacks.base import gradients
 from .attacks.foolbox_bridge import object_robust_accuracy
-from .attacks.objectives import attack_targets, make_objective, mislabel_to
+from .attacks.objectives import attack_targets, make_objective, mislabel_to, with_amp
 from .data.coco import CocoDataset
 from .errors import RobustsegError
 from .eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
@@ -31,8 +31,8 @@ from .fileio import sha256_file, write_json
 from .models.checkpoint import LoadedModel, load_model
 from .models.modes import attack_mode
 from .report.examples import example_points, save_examples
-from .results import (append_jsonl, check_resumable, prepare_out_dir, read_jsonl, trim_to_done, versions, write_csv,
-                      write_metrics, write_run_json)
+from .results import (append_jsonl, check_resumable, model_fingerprint, prepare_out_dir, read_jsonl, trim_to_done,
+                      versions, write_csv, write_metrics, write_run_json)
 from .suites import AttackPoint, Suite, load_suite
 
 SCORE_THRESHOLD = 0.5  # detections counted in per_image.csv
@@ -83,9 +83,9 @@ class _Run:
     """What every batch of a sweep needs: model, dataset, plan, where to stream results."""
 
     def __init__(self, lm: LoadedModel, ds: CocoDataset, points: list[AttackPoint], out: Path, work: Path, device,
-                 seed: int):
-        self.lm, self.ds, self.points, self.out, self.work, self.device, self.seed = \
-            lm, ds, points, out, work, device, seed
+                 seed: int, amp: str | None = None):
+        self.lm, self.ds, self.points, self.out, self.work, self.device, self.seed, self.amp = \
+            lm, ds, points, out, work, device, seed, amp
         self.example_keys = example_points(points)  # a few adversarial images per attack family, for the report
 
     def load(self, i: int):
@@ -123,7 +123,8 @@ class _Run:
                                                       derived_seed(self.seed, batch_key))
                 grads += gradient_health(model, imgs, targets, objective, ids, point.objective)
             torch.manual_seed(s)
-            adv = build_attack(point)(model, imgs, targets, [point.eps], objective, torch.Generator().manual_seed(s))[0]
+            adv = build_attack(point)(model, imgs, targets, [point.eps], with_amp(objective, self.amp, self.device),
+                                      torch.Generator().manual_seed(s))[0]
             if point.key in self.example_keys:
                 save_examples(self.out, point.key, ids, adv, imgs)
             adv_out = predict(model, adv)
@@ -215,12 +216,44 @@ def _resume_state(out: Path, fingerprint: dict) -> None:
         trim_to_done(d)
 
 
+def run_fingerprint(suite: Suite, seed: int, batch_size: int, lm: LoadedModel, device, data,
+                    ds: CocoDataset, amp: str | None = None) -> dict:
+    """Everything that changes a run's numbers: ``--resume`` (and ``compare --resume``) refuse a mismatch."""
+    return {"suite": suite.as_dict()["points"], "seed": seed, "batch_size": batch_size,
+            **model_fingerprint(lm, device), "amp": amp, "dataset_sha256": sha256_file(data),
+            "image_ids": ds.image_ids}
+
+
+class _Images(torch.utils.data.Dataset):
+    """Image i and its target, or the reason it cannot be used: decoding runs in DataLoader workers."""
+
+    def __init__(self, ds: CocoDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.ds.load_image(i), self.ds.target(i), None
+        except RobustsegError as e:  # e.g. a truncated file whose header looked fine
+            return i, None, None, str(e)
+
+
+def _to(x, device):
+    return x.to(device, non_blocking=True) if torch.is_tensor(x) else x
+
+
 def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
               data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
               limit: int | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0,
               force: bool = False, resume: bool = False, on_error: str = "skip", progress: bool = True,
-              command: str | None = None, sanity_images: int | None = None) -> RunResult | None:
+              command: str | None = None, sanity_images: int | None = None, amp: str | None = None,
+              workers: int = 0) -> RunResult | None:
     """Attack ``model`` with every point of ``suite`` on a dataset and write the results directory.
+
+    ``amp`` (bf16, or fp16 on CUDA) runs the attacks' forward passes under autocast; predictions and every
+    evaluation stay float32. ``workers`` decode images in that many DataLoader processes, ahead of the attack.
 
     ``on_error="skip"`` logs an image that cannot be read, counts it in run.json and leaves it out of every
     point's evaluation alike; ``"fail"`` stops the run. ``resume=True`` continues an interrupted run in ``out``.
@@ -250,8 +283,10 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     if out is None:
         out = Path("reports") / f"{Path(lm.path or 'model').stem}-{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     points = _checked_points(suite, lm, ds)
-    fingerprint = {"suite": suite.as_dict()["points"], "seed": seed, "batch_size": batch_size,
-                   "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
+    with_amp(make_objective("gt"), amp, device)  # an unusable --amp fails here, before any work
+    if torch.device(device).type == "cuda":  # faster convolutions on tensor cores; same numbers
+        lm.model.to(memory_format=torch.channels_last)
+    fingerprint = run_fingerprint(suite, seed, batch_size, lm, device, data, ds, amp)
     work = Path(out) / "work"
     problems = ds.check_images()  # every unreadable/missing/mis-sized image, found before any work
     if problems and on_error == "fail":
@@ -260,7 +295,8 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     run_info = {
         "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command or " ".join(["robustseg"] + sys.argv[1:]), "seed": seed, "batch_size": batch_size,
-        "device": str(device), "limit": limit, "on_error": on_error, "world_size": dist.world,
+        "device": str(device), "amp": amp, "workers": workers, "limit": limit, "on_error": on_error,
+        "world_size": dist.world,
         "suite": suite.as_dict(), "versions": versions(),
         "model": {k: v for k, v in lm.describe().items() if k != "meta"} | {"meta": lm.meta},
         "dataset": {"annotations": str(Path(data).resolve()), "images": str(Path(images).resolve()),
@@ -290,28 +326,35 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
             append_jsonl(my_work / "failed.jsonl", [{"image_id": iid, "error": err}])
     done |= set(problems)
 
-    run = _Run(lm, ds, points, Path(out), my_work, device, seed)
+    run = _Run(lm, ds, points, Path(out), my_work, device, seed, amp)
     all_batches = list(batches(len(ds), batch_size))
     mine = [b for n, b in enumerate(all_batches) if n % dist.world == dist.rank]
     bar = tqdm(total=sum(len(b) for b in mine) * (1 + len(points)), desc="attack", unit="img",
                disable=not progress or not dist.main, dynamic_ncols=True)
+    plan = []  # (batch key, positions still to do) per batch of this rank
     for idx in mine:
         ids = [ds.image_ids[i] for i in idx]
-        todo = [(i, iid) for i, iid in zip(idx, ids) if iid not in done]
+        todo = [i for i, iid in zip(idx, ids) if iid not in done]
         bar.update((len(idx) - len(todo)) * (1 + len(points)))
+        if todo:
+            plan.append((ids[0], todo))
+    loader = torch.utils.data.DataLoader(_Images(ds), batch_sampler=[todo for _, todo in plan], collate_fn=list,
+                                         num_workers=workers, pin_memory=torch.device(device).type == "cuda")
+    for (key, _), items in zip(plan, loader):
         loaded = []
-        for i, iid in todo:
-            try:
-                loaded.append((iid, *run.load(i)))
-            except RobustsegError as e:  # e.g. a truncated file whose header looked fine
+        for i, img, tgt, err in items:
+            iid = ds.image_ids[i]
+            if err is not None:
                 if on_error == "fail":
-                    raise
-                tqdm.write(f"skipping image {iid}: {e}", file=sys.stderr)
-                append_jsonl(my_work / "failed.jsonl", [{"image_id": iid, "error": str(e)}])
+                    raise RobustsegError(f"image {iid}: {err}")
+                tqdm.write(f"skipping image {iid}: {err}", file=sys.stderr)
+                append_jsonl(my_work / "failed.jsonl", [{"image_id": iid, "error": err}])
                 bar.update(1 + len(points))
+            else:
+                loaded.append((iid, _to(img, device), {k: _to(v, device) for k, v in tgt.items()}))
         if loaded:
             run.batch_or_split([x for _, x, _ in loaded], [t for _, _, t in loaded], [iid for iid, _, _ in loaded],
-                               ids[0], bar)
+                               key, bar)
     bar.close()
     _barrier(dist)
     if not dist.main:
@@ -419,18 +462,23 @@ def _object_accuracy(rows: list[dict]) -> list[dict]:
 
 
 def summary_table(df) -> str:
-    """Clean vs attacked AP per point (bbox and segm AP), the drop in brackets; eps as written (8/255)."""
+    """Clean vs attacked AP per point (bbox and segm AP), the drop in brackets; eps as written (8/255), and what
+    else tells points apart (objective, losses, parameters: the end of the point's key)."""
+    import re
     ap = df[df.metric == "AP"]
-    lines = [f"{'attack':12} {'norm':6} {'eps':>8} {'steps':>5} {'bbox AP':>16} {'segm AP':>16}"]
+    lines = [f"{'attack':12} {'norm':6} {'eps':>8} {'steps':>5} {'bbox AP':>16} {'segm AP':>16}  variant"]
     for key, g in ap.groupby("point", sort=False):
         cells = []
         for t in ("bbox", "segm"):
             r = g[g.iou_type == t].iloc[0]
             cells.append(f"{r.value:.3f}" + ("" if key == "clean" else f" ({-r.drop_abs:+.3f})"))
         r = g.iloc[0]
+        variant = ""
         if r.norm in ("linf", "l2"):
             head = f"{r.attack:12} {r.norm:6} {r.eps_label:>8} {int(r.steps):>5}"
+            m = re.search(r"-s\d+(.*)$", str(key))
+            variant = m.group(1).lstrip("-") if m else ""
         else:  # clean, patches: the point's name says it all
-            head = f"{key:35}"
-        lines.append(f"{head} {cells[0]:>16} {cells[1]:>16}")
+            head = f"{key:34}"
+        lines.append(f"{head} {cells[0]:>16} {cells[1]:>16}  {variant}".rstrip())
     return "\n".join(lines)

@@ -65,3 +65,41 @@ def test_compare_two_checkpoints(tiny_checkpoint, second_checkpoint, synth_data,
 
 def test_run_names_are_unique():
     assert run_names(["a/m.pt", "b/m.pt", "shipped", "c/x.pt"]) == ["m-1", "m-2", "shipped", "x"]
+
+
+def test_interrupted_compare_resumes_to_the_same_table(tiny_checkpoint, second_checkpoint, synth_data, tmp_path,
+                                                       monkeypatch, capsys):
+    import robustseg.runner as runner
+    from robustseg.cli import main
+    ann, images = synth_data
+    kw = dict(suite=single_attack_suite("fgsm", "4/255"), data=ann, images=images, limit=2, progress=False,
+              min_size=64, max_size=64)
+    ckpts = [str(tiny_checkpoint), str(second_checkpoint)]
+    ref = compare_checkpoints(ckpts, tmp_path / "ref", **kw)
+
+    real, calls = runner.run_suite, []
+
+    def killed_in_the_second_run(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(runner, "run_suite", killed_in_the_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        compare_checkpoints(ckpts, tmp_path / "cmp", **kw)
+    monkeypatch.setattr(runner, "run_suite", real)
+    assert not (tmp_path / "cmp" / "compare.csv").exists()
+    first = (tmp_path / "cmp" / "tiny" / "metrics.csv").stat().st_mtime_ns
+
+    # without --resume the directory is refused; with it, the finished run is kept and the rest is done
+    args = ["compare", *ckpts, "--data", str(ann), "--images", str(images), "--limit", "2", "--min-size", "64",
+            "--max-size", "64", "--out", str(tmp_path / "cmp")]
+    assert main(args) == 2 and "not empty" in capsys.readouterr().err
+    with pytest.raises(Exception, match="different seed"):  # the finished run is checked too
+        compare_checkpoints(ckpts, tmp_path / "cmp", resume=True, seed=1, **kw)
+    path = compare_checkpoints(ckpts, tmp_path / "cmp", resume=True, **kw)
+    assert (tmp_path / "cmp" / "tiny" / "metrics.csv").stat().st_mtime_ns == first
+    got, want = pd.read_csv(path), pd.read_csv(ref)
+    assert got.drop(columns="run_dir").equals(want.drop(columns="run_dir"))  # run_dir: each its own folder
+    with pytest.raises(Exception, match="no comparison"):
+        compare_checkpoints(ckpts, tmp_path / "empty", resume=True, **kw)

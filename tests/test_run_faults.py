@@ -207,6 +207,7 @@ def test_interrupted_probe_run_resumes_to_identical_results(data, tmp_path, monk
         assert (res.out / f).read_text() == (ref.out / f).read_text().replace(str(ref.out), str(res.out)), f
     info = json.loads((res.out / "run.json").read_text())
     assert info["status"] == "complete" and len(info["resumed"]) == 1
+    assert not (res.out / "work").exists()  # the streamed predictions live on in predictions/
     with pytest.raises(Exception, match="already complete"):
         run_probes(lm, *data, out=tmp_path / "run", resume=True, **kw)
 

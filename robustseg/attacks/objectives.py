@@ -114,6 +114,54 @@ class DetectionScores:
         total = sum(o["scores"].sum() for o in outputs) / len(images)
         return self.sign * total, {"detection_scores": total.detach()}
 
+    @torch.no_grad()
+    def per_image_objective(self, model, images) -> torch.Tensor:
+        """The objective of each image on its own (it is a sum over images): lets PGD keep each image's best
+        iterate, since a projected step can raise the scores of an image that had little left to suppress."""
+        return torch.stack([self(model, [x], [{}])[0] for x in images])
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FP16_LOSS_SCALE = 1024.0  # fp16 input gradients of a loss ~1 underflow; every step rule here ignores the scale
+
+
+@dataclass(frozen=True)
+class Autocast:
+    """``objective`` with the model's forward passes under autocast (mixed precision, ``amp`` bf16 or fp16). The
+    images, the gradient with respect to them and the attack's step stay float32. The fp16 loss is multiplied by
+    FP16_LOSS_SCALE so that small input gradients do not underflow: sign steps (FGSM, PGD-Linf) and normalised
+    ones (PGD-L2, MI-FGSM) do not depend on the gradient's scale."""
+    objective: Objective
+    device_type: str
+    amp: str
+
+    @property
+    def name(self) -> str:
+        return self.objective.name
+
+    @property
+    def per_image_objective(self):  # vanish's best-iterate selection, computed in float32
+        return getattr(self.objective, "per_image_objective", None)
+
+    def __call__(self, model, images, targets):
+        with torch.autocast(self.device_type, dtype=AMP_DTYPES[self.amp]):
+            loss, info = self.objective(model, images, targets)
+        scale = FP16_LOSS_SCALE if self.amp == "fp16" else 1.0
+        return loss.float() * scale, info
+
+
+def with_amp(objective: Objective, amp: str | None, device) -> Objective:
+    """The objective as the attack should use it: unchanged without ``amp``, else under autocast."""
+    if not amp:
+        return objective
+    from ..errors import RobustsegError
+    if amp not in AMP_DTYPES:
+        raise RobustsegError(f"--amp must be one of {', '.join(AMP_DTYPES)}, not {amp!r}")
+    kind = torch.device(device).type
+    if amp == "fp16" and kind != "cuda":
+        raise RobustsegError("--amp fp16 needs --device cuda; on a CPU use --amp bf16")
+    return Autocast(objective, kind, amp)
+
 
 def make_objective(name: str = "gt", losses: Sequence[str] | None = None) -> DetectorLoss:
     """The loss an attack maximises for objective ``name`` (targets come from ``attack_targets``)."""

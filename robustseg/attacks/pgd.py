@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .base import Attack, clip_image, gradients, project
 from .steps import ascent_step, random_in_ball
 
@@ -24,8 +26,23 @@ class PGD(Attack):
         xs = [x.detach() for x in images]
         adv = [clip_image(x + random_in_ball(x, eps, self.norm, generator)) if self.random_start else x.clone()
                for x in xs]
+        # objectives that score each image separately (vanish) keep each image's best iterate, the clean image
+        # included: the last iterate of a projected walk is not always the best one
+        per_image = getattr(objective, "per_image_objective", None)
+        if per_image is not None:
+            best, best_val = list(xs), _finite(per_image(model, xs))
         for _ in range(self.steps):
             grads, _ = gradients(model, objective, adv, targets)
             adv = [clip_image(x + project(a + ascent_step(g, alpha, self.norm) - x, eps, self.norm))
                    for x, a, g in zip(xs, adv, grads)]
-        return adv
+            if per_image is not None:
+                val = _finite(per_image(model, adv))
+                better = (val > best_val).tolist()
+                best = [a if b else o for a, o, b in zip(adv, best, better)]
+                best_val = torch.where(val > best_val, val, best_val)
+        return best if per_image is not None else adv
+
+
+def _finite(v: torch.Tensor) -> torch.Tensor:
+    """A non-finite objective value never counts as the best."""
+    return torch.nan_to_num(v, nan=-torch.inf, posinf=-torch.inf)

@@ -138,10 +138,11 @@ def load_model(path: str | Path | None = None, *, arch: str | None = None, num_c
                device: str | torch.device = "cpu", **arch_overrides: Any) -> LoadedModel:
     """Load a checkpoint (any accepted format) into an eval-mode float32 Mask R-CNN.
 
-    ``path=None`` loads the shipped tiny model. ``arch``/``num_classes`` are only needed to override what the file
-    says or implies; ``arch_overrides`` (e.g. ``min_size=512``) change inference options, not weights.
+    ``path=None`` (or ``"shipped"``, unless a file of that name exists) loads the shipped tiny model.
+    ``arch``/``num_classes`` are only needed to override what the file says or implies; ``arch_overrides`` (e.g.
+    ``min_size=512``) change inference options, not weights.
     """
-    path = Path(path) if path is not None else SHIPPED
+    path = SHIPPED if path is None or (str(path) == "shipped" and not Path(path).is_file()) else Path(path)
     if path == SHIPPED and not SHIPPED.is_file():
         raise CheckpointError(f"the shipped model {SHIPPED} is missing; reinstall robustseg or pass --model")
     obj = _torch_load(path)

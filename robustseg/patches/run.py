@@ -38,7 +38,8 @@ from ..errors import RobustsegError
 from ..eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
 from ..fileio import atomic_write, sha256_file, write_json
 from ..models.checkpoint import LoadedModel, load_model
-from ..results import check_resumable, prepare_out_dir, versions, write_csv, write_metrics, write_run_json
+from ..results import (check_resumable, model_fingerprint, prepare_out_dir, versions, write_csv, write_metrics,
+                       write_run_json)
 from ..runner import derived_seed, summary_table
 from .apply import paste, sample_placement, side_pixels
 from .per_image import image_placement, optimise_fixed, render, start_patches
@@ -258,11 +259,11 @@ class _PatchRun:
         return points
 
 
-def _fingerprint(suite: PatchSuite, seed: int, batch_size: int, lm: LoadedModel, data, ds: CocoDataset,
+def _fingerprint(suite: PatchSuite, seed: int, batch_size: int, lm: LoadedModel, device, data, ds: CocoDataset,
                  train_sha: str | None, applied: dict | None) -> dict:
     return {"suite": {k: v for k, v in suite.as_dict().items() if k not in ("source", "name", "description")},
-            "seed": seed, "batch_size": batch_size, "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data),
-            "image_ids": ds.image_ids, "train_sha256": train_sha,
+            "seed": seed, "batch_size": batch_size, **model_fingerprint(lm, device),
+            "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids, "train_sha256": train_sha,
             "applied_sha256": applied["sha256"] if applied else None}
 
 
@@ -379,7 +380,7 @@ def run_patches(model: str | Path | LoadedModel | None = None, suite: str | Path
     if out is None:
         out = Path("reports") / f"{Path(lm.path or 'model').stem}-patch-{time.strftime('%Y%m%d-%H%M%S')}"
     out = prepare_out_dir(out, force=force, resume=resume)
-    fingerprint = _fingerprint(suite, seed, batch_size, lm, data, ds, train_info and train_info["sha256"], applied)
+    fingerprint = _fingerprint(suite, seed, batch_size, lm, device, data, ds, train_info and train_info["sha256"], applied)
     work = out / "work"
     if resume:
         check_resumable(out, fingerprint)

@@ -37,8 +37,8 @@ from ..errors import RobustsegError
 from ..eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
 from ..fileio import atomic_write, sha256_file, write_json
 from ..models.checkpoint import LoadedModel, load_model
-from ..results import (append_jsonl, check_resumable, prepare_out_dir, read_jsonl, read_run_json, trim_to_done,
-                       versions, write_csv, write_metrics, write_run_json)
+from ..results import (append_jsonl, check_resumable, model_fingerprint, prepare_out_dir, read_jsonl,
+                       read_run_json, trim_to_done, versions, write_csv, write_metrics, write_run_json)
 from ..runner import derived_seed
 from ..suites import REPO_SUITES
 from . import shape_bias as sb
@@ -344,7 +344,7 @@ def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path |
     image_probes = [n for n in names if n != "cue-conflict"]
     points = ["clean"] + [f"probe-{n}" for n in names]
     fingerprint = {"probes": names, "config": cfg, "seed": seed, "batch_size": batch_size,
-                   "model_sha256": lm.sha256, "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
+                   **model_fingerprint(lm, device), "dataset_sha256": sha256_file(data), "image_ids": ds.image_ids}
     out = prepare_out_dir(out, force=force, resume=resume)
     work = {"images": out / "work" / "images", "cue_conflict": out / "work" / "cue_conflict"}
     if resume:
@@ -373,29 +373,25 @@ def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path |
         run_info.update(command=old.get("command", run_info["command"]), started=old.get("started"),
                         resumed=list(old.get("resumed", [])) + [time.strftime("%Y-%m-%dT%H:%M:%S%z")])
     write_run_json(out, run_info)
-    cc = None
-    if "cue-conflict" in names:
-        cc = cue_conflict_set(ds, lm, out, cfg, seed, len(ds), skip=frozenset(problems))
-        run_info["cue_conflict"] = cc.info
-        write_run_json(out, run_info)
-
     ok_ids = [i for i in ds.image_ids if i not in problems]
     example_ids = set(ok_ids[:n_examples])
     ex_dir = out / "examples"
-    total = len(ds) * (1 + len(image_probes)) + (len(cc.image_ids) if cc else 0)
-    bar = tqdm(total=total, desc="probe", unit="img", disable=not progress, dynamic_ncols=True)
+    cc_example_ids: set[int] = set()
 
     def predict_points(w: Path, load: Callable[[int], torch.Tensor], ids: list[int], pre_failed: dict,
-                       probe_points: Callable[[list[np.ndarray], list[int], list[int]], dict], n_points: int) -> None:
+                       probe_points: Callable[[list[np.ndarray], list[int], list[int]], dict], n_points: int,
+                       desc: str, log_pre_failed: bool = True) -> None:
         """Every batch: load, make each point's images, predict, append each point's results to w/<point>.jsonl,
         then the batch's ids to w/done.jsonl (a resume redoes a batch that did not get that far)."""
         done = {int(r["image_id"]) for r in read_jsonl(w / "done.jsonl")}
         failed = {int(r["image_id"]) for r in read_jsonl(w / "failed.jsonl")}
         for iid, err in pre_failed.items():
             if iid not in failed:
-                tqdm.write(f"skipping image {iid}: {err}", file=sys.stderr)
+                if log_pre_failed:
+                    tqdm.write(f"skipping image {iid}: {err}", file=sys.stderr)
                 append_jsonl(w / "failed.jsonl", [{"image_id": iid, "error": err}])
                 failed.add(iid)
+        bar = tqdm(total=len(ids) * n_points, desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
         for idx in batches(len(ids), batch_size):
             todo = [i for i in idx if ids[i] not in done | failed]
             imgs, pos = [], []
@@ -420,24 +416,34 @@ def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path |
                             _png(ex_dir / point / f"{iid}.png", x)
                 append_jsonl(w / "done.jsonl", [{"image_id": iid} for iid in batch_ids])
             bar.update(len(idx) * n_points)
+        bar.close()
 
     def image_points(clean: list[np.ndarray], pos: list[int], ids: list[int]) -> dict:
         masks = [ds.target(i)["masks"].numpy().astype(bool) for i in pos]
         return {"clean": clean, **{f"probe-{n}": [apply_probe(n, x, m, cfg, np.random.default_rng(
             derived_seed(seed, n, iid))) for x, m, iid in zip(clean, masks, ids)] for n in image_probes}}
 
-    cc_example_ids = set(cc.image_ids[:n_examples]) if cc else set()
-    predict_points(work["images"], ds.load_image, ds.image_ids, problems, image_points, 1 + len(image_probes))
-    if cc:  # the dataset's own cue-conflict objects share its unreadable images; built/generated sets have none
-        predict_points(work["cue_conflict"], cc.load, cc.image_ids,
-                       problems if cc.info["source"] == "dataset" else {},
-                       lambda imgs, pos, ids: {"probe-cue-conflict": imgs}, 1)
-    bar.close()
+    predict_points(work["images"], ds.load_image, ds.image_ids, problems, image_points, 1 + len(image_probes),
+                   "probe")
+    # the cue-conflict set after the images pass: an image found unreadable there is neither probed nor a texture
+    # donor (a resumed run rebuilds the same set from the same failed.jsonl)
+    failed = {k: read_jsonl(w / "failed.jsonl") for k, w in work.items()}
+    bad_images = {int(r["image_id"]): r["error"] for r in failed["images"]}
+    cc = None
+    if "cue-conflict" in names:
+        cc = cue_conflict_set(ds, lm, out, cfg, seed, len(ds), skip=frozenset(bad_images))
+        run_info["cue_conflict"] = cc.info
+        write_run_json(out, run_info)
+        cc_example_ids = set(cc.image_ids[:n_examples])
+        own = cc.info["source"] == "dataset"  # the dataset's own cue-conflict objects: its bad images, logged
+        predict_points(work["cue_conflict"], cc.load, cc.image_ids, bad_images if own else {},
+                       lambda imgs, pos, ids: {"probe-cue-conflict": imgs}, 1, "cue-conflict",
+                       log_pre_failed=False)
+        failed["cue_conflict"] = read_jsonl(work["cue_conflict"] / "failed.jsonl")
     _overview(ex_dir / "overview.png", ex_dir, points, sorted(example_ids, key=ok_ids.index),
               sorted(cc_example_ids, key=cc.image_ids.index) if cc else [])
 
     # evaluation: the same COCO code as robustseg eval / attack, one pass per point
-    failed = {k: read_jsonl(w / "failed.jsonl") for k, w in work.items()}
     names_of = dict(zip(lm.category_ids, lm.class_names))
     rows, class_rows, probe_rows = [], [], []
     (out / "predictions").mkdir(exist_ok=True)
@@ -482,7 +488,10 @@ def run_probes(model: str | Path | LoadedModel | None = None, data: str | Path |
     df = write_metrics(out, rows)
     write_csv(out / "per_class.csv", class_rows)
     write_csv(out / "probes.csv", probe_rows, PROBES_COLUMNS)
-    all_failed = failed["images"] + (failed["cue_conflict"] if cc and cc.info["source"] != "dataset" else [])
+    all_failed = failed["images"] + ([{**f, "set": "cue_conflict"} for f in failed["cue_conflict"]
+                                      if int(f["image_id"]) not in bad_images]
+                                     if cc and cc.info["source"] != "dataset" else [])
+    shutil.rmtree(out / "work", ignore_errors=True)  # the predictions are in predictions/ now
     run_info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     wall_seconds=round(time.time() - t_start, 1), failed_images=all_failed,
                     num_failed_images=len(all_failed), num_evaluated_images=len(ds) - len(failed["images"]))
