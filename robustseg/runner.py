@@ -22,7 +22,7 @@ from . import sanity
 from .attacks import ATTACKS, PGD
 from .attacks.base import gradients
 from .attacks.foolbox_bridge import object_robust_accuracy
-from .attacks.objectives import attack_targets, make_objective, mislabel_to, with_amp
+from .attacks.objectives import attack_targets, every_sample, make_objective, mislabel_to, with_amp
 from .data.coco import CocoDataset
 from .errors import RobustsegError
 from .eval.coco_eval import IOU_TYPES, METRICS, evaluate, predict, to_coco_results
@@ -67,8 +67,10 @@ def build_attack(point: AttackPoint):
 
 @torch.no_grad()
 def per_image_losses(model, images, targets, objective, seed: int) -> list[float]:
+    """Each image's objective on its own, with every anchor and proposal in the loss: the detector's samplers
+    otherwise draw a random few hundred, and that noise hides the small loss change of a 1/255 attack."""
     out = []
-    with attack_mode(model):
+    with attack_mode(model), every_sample(model):
         for i, (x, t) in enumerate(zip(images, targets)):
             torch.manual_seed(derived_seed(seed, "loss", i))
             out.append(float(objective(model, [x], [t])[0]))

@@ -6,7 +6,8 @@ Each check is pass/warn with the numbers behind it, written to ``sanity.json``:
 - unbounded: PGD with eps 1.0 from the clean image (no random start) drives bbox AP close to zero — if not, the
   gradients are probably masked;
 - loss_increased: the attack raised its own objective on (nearly) every image: at least 95%, or all but one
-  (the train-mode losses sample anchors and proposals at random, so one image may read lower by chance);
+  (measured with every anchor and proposal in the loss; the attack steps along the gradient of a random sample
+  of them, so at 1/255 one image may end marginally lower);
 - gradients: no image has an all-zero or non-finite input gradient at the clean point.
 """
 from __future__ import annotations
