@@ -61,37 +61,21 @@ def fake_predictions(ds: CocoDataset, per_image: int, seed: int = 0) -> list[dic
     return out
 
 
-def pycocotools_direct(gt, results, ids) -> dict:
-    """The standard recipe, as in detectron2 / torchvision references: loadRes + COCOeval per iou type."""
+def direct(gt, results, ids, evaluator=COCOeval) -> dict:
+    """The standard recipe, as in detectron2 / torchvision references: loadRes + COCOeval per iou type.
+    ``evaluator``: pycocotools' COCOeval, or faster-coco-eval's drop-in COCOeval_faster (with its own ``gt``)."""
     out = {}
     for iou_type in IOU_TYPES:
         res = [dict(r) for r in results] if iou_type == "bbox" else \
             [{k: v for k, v in r.items() if k != "bbox"} for r in results]  # segm areas from the masks
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(res)
-            ev = COCOeval(gt, dt, iou_type)
+            ev = evaluator(gt, dt, iou_type)
             ev.params.imgIds = ids
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        out[iou_type] = dict(zip(METRICS, map(float, ev.stats)))
-    return out
-
-
-def faster_direct(gt_f, results, ids) -> dict:
-    from faster_coco_eval import COCOeval_faster
-    out = {}
-    for iou_type in IOU_TYPES:
-        res = [dict(r) for r in results] if iou_type == "bbox" else \
-            [{k: v for k, v in r.items() if k != "bbox"} for r in results]
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt_f.loadRes(res)
-            ev = COCOeval_faster(gt_f, dt, iou_type)
-            ev.params.imgIds = ids
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        out[iou_type] = dict(zip(METRICS, map(float, ev.stats[:6])))
+        out[iou_type] = dict(zip(METRICS, map(float, ev.stats[:len(METRICS)])))
     return out
 
 
@@ -111,13 +95,15 @@ def main(argv=None) -> int:
           f"(bbox + RLE masks); evaluating bbox and segm")
     got: dict[str, dict] = {}
     fns = {"robustseg": lambda: got.__setitem__("robustseg", evaluate(ds.coco, results, ids)),
-           "pycocotools": lambda: got.__setitem__("pycocotools", pycocotools_direct(ds.coco, results, ids))}
+           "pycocotools": lambda: got.__setitem__("pycocotools", direct(ds.coco, results, ids))}
     try:
         import copy
         from faster_coco_eval import COCO as FCOCO
+        from faster_coco_eval import COCOeval_faster
         with contextlib.redirect_stdout(io.StringIO()):
             gt_f = FCOCO(copy.deepcopy(ds.data))
-        fns["faster_coco_eval"] = lambda: got.__setitem__("faster_coco_eval", faster_direct(gt_f, results, ids))
+        fns["faster_coco_eval"] = lambda: got.__setitem__("faster_coco_eval",
+                                                          direct(gt_f, results, ids, COCOeval_faster))
     except ImportError:
         print("faster-coco-eval not installed: skipped")
     t = C.keep_quiet(C.interleaved(fns, args.repeats, args.warmup))
