@@ -18,6 +18,8 @@ from typing import Protocol, Sequence
 
 import torch
 
+from ..amp import AMP_DTYPES, FP16_LOSS_SCALE  # one table for attacks and training
+
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 _SHORT = {n.removeprefix("loss_"): n for n in LOSS_NAMES}
 OBJECTIVES = ("gt", "pseudo", "vanish", "fabricate", "mislabel", "mask")
@@ -119,10 +121,6 @@ class DetectionScores:
         """The objective of each image on its own (it is a sum over images): lets PGD keep each image's best
         iterate, since a projected step can raise the scores of an image that had little left to suppress."""
         return torch.stack([self(model, [x], [{}])[0] for x in images])
-
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-FP16_LOSS_SCALE = 1024.0  # fp16 input gradients of a loss ~1 underflow; every step rule here ignores the scale
 
 
 @dataclass(frozen=True)

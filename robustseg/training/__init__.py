@@ -1,4 +1,5 @@
 from .adversarial import ADV_KINDS, Adversary
-from .loop import TrainConfig, train
+from .config import TrainConfig
+from .loop import train
 
 __all__ = ["ADV_KINDS", "Adversary", "TrainConfig", "train"]

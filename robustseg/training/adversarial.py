@@ -12,6 +12,9 @@ Examples are made in ``attack_mode`` (through the attack engine): normalisation 
 their running statistics never see adversarial inputs during generation, parameters without gradients, and every
 module's train/eval flag restored afterwards. Randomness comes from a generator seeded by (seed, iteration, rank),
 so resuming a run reproduces the same examples.
+
+Under fp16 autocast (``train --amp fp16``) the objective is loss-scaled (``Fp16LossScaled``): without it, input
+gradients of a loss ~1 underflow to zero in half precision and the signed step of those pixels is lost.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..amp import FP16_LOSS_SCALE
 from ..attacks import PGD
-from ..attacks.objectives import make_objective
+from ..attacks.objectives import Objective, make_objective
 from ..errors import RobustsegError
 
 ADV_KINDS = ("pgd", "fgsm-rs")
@@ -35,6 +39,53 @@ def make_attack(kind: str, eps: float, steps: int) -> PGD:
     if kind == "fgsm-rs":  # FGSM with random start == one PGD step of 1.25 eps from a uniform start
         return PGD(steps=1, abs_stepsize=1.25 * eps)
     raise RobustsegError(f"unknown --adv {kind!r}; choose one of {', '.join(ADV_KINDS)}")
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; backward multiplies the incoming gradient by ``factor``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.factor, None
+
+
+@dataclass(frozen=True)
+class Fp16LossScaled:
+    """``objective`` with its gradient computed at ``scale`` times its size and divided back at the input.
+
+    The loss value and the input gradient it gives are the unscaled ones: only the half-precision backward in
+    between runs at ``scale`` x, so gradients below fp16's smallest number (~6e-8) do not become zeros. The
+    division happens where the gradient is the input's dtype again (float32), after every fp16 layer. As with
+    torch's GradScaler, a scale too large for a loss overflows to inf; the attack's gradient sanitising then zeroes
+    those pixels' gradients.
+    """
+    objective: Objective
+    scale: float = FP16_LOSS_SCALE
+
+    @property
+    def name(self) -> str:
+        return self.objective.name
+
+    def __call__(self, model, images, targets):
+        inputs = [_ScaleGradient.apply(x, 1.0 / self.scale) for x in images]
+        loss, parts = self.objective(model, inputs, targets)
+        return _ScaleGradient.apply(loss, self.scale), parts
+
+
+def _under_fp16_autocast(device_type: str) -> bool:
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
+
+
+def training_objective(device_type: str) -> Objective:
+    """The adversary's objective (``gt``, all five losses), loss-scaled when the caller runs it under fp16
+    autocast (the training loop does with ``--amp fp16``)."""
+    objective = make_objective("gt")
+    return Fp16LossScaled(objective) if _under_fp16_autocast(device_type) else objective
 
 
 @dataclass(frozen=True)
@@ -76,7 +127,7 @@ class Adversary:
         g = self._generator(it)
         g.manual_seed(g.initial_seed() + 1)  # independent of choose()'s draws
         adv = attack(model, [images[i] for i in idx], [targets[i] for i in idx], [self.eps],
-                     make_objective("gt"), g)[0]
+                     training_objective(images[idx[0]].device.type), g)[0]
         out = list(images)
         for j, i in enumerate(idx):
             out[i] = adv[j]
