@@ -6,20 +6,28 @@ Python API (the CLI is a thin layer over it)::
     lm = rs.load_model("model.pt")                 # any Mask R-CNN checkpoint; None = shipped tiny model
     metrics = rs.evaluate_model(lm, "ann.json", "images/")
     adv = rs.attack(lm, images, targets, kind="pgd", eps=8/255, steps=10)
-    result = rs.run_suite(lm, "quick", out="reports/my-run")
-    probes = rs.run_probes(lm, out="reports/my-probes")      # shape vs texture
-    patches = rs.run_patches(lm, out="reports/my-patches")   # adversarial patches
+    result = rs.run_suite(lm, "quick", out="reports/my-run")      # every run kind returns a RunResult
+    probes = rs.run_probes(lm, out="reports/my-probes")           # shape vs texture
+    patches = rs.run_patches(lm, out="reports/my-patches")        # adversarial patches
+    norms = rs.run_gradnorms(lm, out="reports/my-gradnorms")      # input-gradient norms
+    rs.compare_checkpoints(["a.pt", "b.pt"], "reports/a-vs-b")    # before/after, side by side
+    rs.write_report("reports/my-run")                            # rebuild a report from the files
 """
-__version__ = "0.1.0"
+from .version import __version__
+from .api import evaluate_model
+from .attacks import attack
+from .compare import compare_checkpoints
+from .data import CocoDataset, generate_synthetic
+from .kinds.attack import run_suite
+from .kinds.gradnorm import run_gradnorms
+from .kinds.patch import run_patches
+from .kinds.probe import run_probes
+from .models import load_model, save_checkpoint
+from .report.html import write_report
+from .run import RunOptions, RunResult, execute
+from .suites import load_suite
+from .training import TrainConfig, train
 
-from .api import evaluate_model  # noqa: E402
-from .attacks import attack  # noqa: E402
-from .data import CocoDataset, generate_synthetic  # noqa: E402
-from .models import load_model, save_checkpoint  # noqa: E402
-from .patches import run_patches  # noqa: E402
-from .probes import run_probes  # noqa: E402
-from .runner import run_suite  # noqa: E402
-from .suites import load_suite  # noqa: E402
-
-__all__ = ["__version__", "evaluate_model", "attack", "CocoDataset", "generate_synthetic", "load_model",
-           "save_checkpoint", "run_suite", "run_probes", "run_patches", "load_suite"]
+__all__ = ["__version__", "evaluate_model", "attack", "compare_checkpoints", "CocoDataset", "generate_synthetic",
+           "run_suite", "run_gradnorms", "run_patches", "run_probes", "load_model", "save_checkpoint",
+           "write_report", "RunOptions", "RunResult", "execute", "load_suite", "TrainConfig", "train"]

@@ -10,17 +10,13 @@ from .data.coco import CocoDataset
 from .eval.coco_eval import evaluate, predict, to_coco_results
 from .fileio import write_json
 from .models.checkpoint import LoadedModel, load_model
+from .utils import batches
 
 
 def _as_loaded(model: str | Path | LoadedModel | None, device: str) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     return load_model(model, device=device)
-
-
-def batches(n: int, batch_size: int):
-    for s in range(0, n, batch_size):
-        yield list(range(s, min(n, s + batch_size)))
 
 
 def predict_dataset(lm: LoadedModel, ds: CocoDataset, batch_size: int = 4, device: str = "cpu",

@@ -14,12 +14,14 @@ def _command(args) -> str:
     return "robustseg " + shlex.join(args.argv)
 
 
-def _add_model_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="checkpoint file (torchvision state_dict, reference train.py dict or robustseg "
-                                   "checkpoint); default: the shipped tiny model")
+def _add_model_data(p: argparse.ArgumentParser, model: bool = True) -> None:
+    if model:
+        p.add_argument("--model", help="checkpoint file (torchvision state_dict, reference train.py dict or robustseg "
+                                       "checkpoint); default: the shipped tiny model")
     p.add_argument("--data", help="COCO instances JSON; default: the built-in synthetic split")
     p.add_argument("--images", help="image folder the JSON's file_names are relative to")
-    p.add_argument("--limit", type=int, help="use only the first N images (by image id)")
+    p.add_argument("--limit", type=int, help="use only the first N images (by image id; default: all of --data, or "
+                                             "the command's share of the built-in synthetic split)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--min-size", type=int, help="resize inputs so the short side is this many pixels (overrides the "
@@ -27,10 +29,16 @@ def _add_model_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", type=int, help="cap on the long side after resizing (overrides the checkpoint's)")
 
 
-def _add_run_opts(p: argparse.ArgumentParser, default_out: str) -> None:
-    """Options of every command that writes a results directory."""
+def _add_run_opts(p: argparse.ArgumentParser, default_out: str, out: bool = True) -> None:
+    """Options of every command that writes a results directory (a run on the engine)."""
+    p.add_argument("--category-map", metavar="MAP.json", help="JSON object mapping dataset categories (id or "
+                                                               "name) to the model's classes (name or id), when "
+                                                               "their label spaces differ (recorded in run.json)")
+    p.add_argument("--workers", type=int, default=0, help="processes decoding images ahead of the work "
+                                                          "(default 0; 2-4 keep a GPU busy)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help=f"results directory (default {default_out})")
+    if out:
+        p.add_argument("--out", help=f"results directory (default {default_out})")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--on-error", choices=["skip", "fail"], default="skip",
@@ -49,14 +57,25 @@ def _model_arg(args):
     return load_model(args.model, device=args.device, **overrides)
 
 
-def _data_paths(args) -> tuple[str, str]:
-    if bool(args.data) != bool(args.images):
-        raise RobustsegError("--data and --images go together")
-    if args.data:
-        return args.data, args.images
-    from .data.synth import default_split
-    ann, images = default_split()
-    return str(ann), str(images)
+def _data_paths(args) -> tuple[str | None, str | None]:
+    """--data/--images as given (the engine checks them; None: the built-in synthetic split)."""
+    return args.data, args.images
+
+
+def _run_options(args) -> dict:
+    """The RunOptions every kind takes, from the command line."""
+    return {"limit": args.limit, "batch_size": args.batch_size, "device": args.device, "seed": args.seed,
+            "on_error": getattr(args, "on_error", "skip"), "amp": getattr(args, "amp", None),
+            "workers": getattr(args, "workers", 0), "command": _command(args),
+            "category_map": getattr(args, "category_map", None)}
+
+
+def _report(res, files: str) -> int:
+    if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
+        return 0
+    print(res.summary())
+    print(f"results: {res.out}/ ({files})")
+    return 0
 
 
 def cmd_synth(args) -> int:
@@ -69,8 +88,9 @@ def cmd_synth(args) -> int:
 
 def cmd_eval(args) -> int:
     from .api import evaluate_model
-    data, images = _data_paths(args)
-    res = evaluate_model(_model_arg(args), data, images, limit=args.limit, device=args.device,
+    if bool(args.data) != bool(args.images):
+        raise RobustsegError("--data and --images go together")
+    res = evaluate_model(_model_arg(args), args.data, args.images, limit=args.limit, device=args.device,
                          batch_size=args.batch_size, out=args.out)
     print(f"{'':6}{'AP':>7}{'AP50':>7}{'AP75':>7}{'APs':>7}{'APm':>7}{'APl':>7}")
     for t in ("bbox", "segm"):
@@ -102,64 +122,35 @@ def cmd_train(args) -> int:
 
 
 def cmd_gradnorm(args) -> int:
-    """Input-gradient norms per loss component (robustseg/gradnorm.py)."""
-    from .gradnorm import write_gradnorms
-    from .utils import parse_eps
-    data, images = _data_paths(args)
-    limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
-    out = Path(args.out)
-    if (out / "gradnorms.csv").exists() and not args.force:
-        raise RobustsegError(f"{out / 'gradnorms.csv'} exists; pass --force to overwrite it")
-    paths = write_gradnorms(_model_arg(args), data, images, out, limit=limit, seed=args.seed, device=args.device,
-                            adv_eps=parse_eps(args.eps) if args.adv else None, adv_steps=args.steps)
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
+    """Input-gradient norms per loss component (robustseg/kinds/gradnorm.py)."""
+    from .kinds.gradnorm import run_gradnorms
+    _check_early(args)
+    res = run_gradnorms(_model_arg(args), args.data, args.images, out=args.out, force=args.force,
+                        resume=args.resume, adv_eps=args.eps if args.adv else None, adv_steps=args.steps,
+                        **_run_options(args))
+    return _report(res, "gradnorms.csv, gradnorms_summary.csv, metrics.csv, run.json, report.html")
 
 
 def cmd_compare(args) -> int:
-    """Before/after: the same suite and gradient norms on every checkpoint (robustseg/compare.py)."""
+    """Before/after: the attack sweep and gradient norms on every checkpoint (robustseg/compare.py)."""
     from .compare import compare_checkpoints, headline
-    from .suites import load_suite
-    data, images = _data_paths(args)
-    limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
     overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
-    path = compare_checkpoints(args.checkpoints, args.out, suite=load_suite(args.suite), data=data, images=images,
-                               limit=limit, batch_size=args.batch_size, device=args.device, seed=args.seed,
-                               force=args.force, resume=args.resume, command=_command(args), **overrides)
+    path = compare_checkpoints(args.checkpoints, args.out, suite=args.suite, data=args.data, images=args.images,
+                               force=args.force, resume=args.resume, model_overrides=overrides,
+                               **_run_options(args))
     print(headline(path))
     print(f"wrote {path} (runs in {path.parent}/<name>/, comparison report in {path.parent}/report/)")
     return 0
 
 
-DEFAULT_ATTACK_LIMIT = 32  # images of the built-in synthetic split attacked when no --data is given
-
-
-def _is_patch_suite(path: str | None) -> bool:
-    import tomllib
-    from .patches.suite import KINDS
-    if not path or not Path(path).is_file():
-        return False
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return False  # load_suite reports the TOML error
-    return "kinds" in data or any(k in data for k in (*KINDS, "eot"))
-
-
-def _run_patch_suite(args) -> int:
-    from .patches import run_patches
-    if args.data and not args.images:
-        raise RobustsegError("--data and --images go together")
-    res = run_patches(_model_arg(args), args.suite, args.data, args.images, out=args.out, limit=args.limit,
-                      batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                      resume=args.resume, on_error=args.on_error, command=_command(args))
-    print(res.summary())
-    print(f"results: {res.out}/")
-    return 0
+def _check_early(args) -> None:
+    """Refuse a non-empty --out before loading a model for --min-size/--max-size."""
+    from .run.rundir import refuse_early
+    refuse_early(args.out, args.force, args.resume)
 
 
 def cmd_attack(args) -> int:
-    from .runner import run_suite
+    from .kinds.attack import run_suite
     from .suites import load_suite, single_attack_suite
     if args.attack:
         if args.suite:
@@ -170,63 +161,29 @@ def cmd_attack(args) -> int:
     else:
         if args.eps or args.steps:
             raise RobustsegError("--eps/--steps go with --attack; a suite file sets its own")
-        if _is_patch_suite(args.suite):  # attacks/patch.toml: optimised patches, not eps-bounded points
-            return _run_patch_suite(args)
         suite = load_suite(args.suite)
-    data, images = _data_paths(args)
-    limit = args.limit if args.limit is not None or args.data else DEFAULT_ATTACK_LIMIT
-    if args.out:  # refuse a non-empty --out before loading a model for --min-size/--max-size
-        from .results import prepare_out_dir
-        prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
-    res = run_suite(_model_arg(args), suite, data, images, out=args.out, limit=limit, batch_size=args.batch_size,
-                    device=args.device, seed=args.seed, force=args.force,
-                    resume=args.resume, on_error=args.on_error, command=_command(args), amp=args.amp,
-                    workers=args.workers)
-    if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
-        return 0
-    print(res.summary())
-    print(f"results: {res.out}/ (metrics.csv, per_image.csv, predictions/, run.json, report.html)")
-    return 0
-
-
-DEFAULT_PROBE_LIMIT = 100  # images of the built-in synthetic split probed when no --data is given
+    _check_early(args)
+    res = run_suite(_model_arg(args), suite, args.data, args.images, out=args.out, force=args.force,
+                    resume=args.resume, **_run_options(args))
+    return _report(res, "metrics.csv, per_image.csv, predictions/, run.json, report.html")
 
 
 def cmd_probe(args) -> int:
-    from .probes import run_probes
-    data, images = _data_paths(args)
-    limit = args.limit if args.limit is not None or args.data else DEFAULT_PROBE_LIMIT
-    if args.out:  # refuse a non-empty --out before loading anything
-        from .results import prepare_out_dir
-        prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
-    res = run_probes(_model_arg(args), data, images, probes=args.probes, out=args.out, limit=limit,
-                     batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                     resume=args.resume, on_error=args.on_error, config=args.config, command=_command(args))
-    if res is None:  # a torchrun worker other than rank 0: rank 0 merges, evaluates and reports
-        return 0
-    print(res.summary())
-    print(f"results: {res.out}/ (metrics.csv, probes.csv, shape_bias.json, examples/, run.json, report.html)")
-    return 0
-
-
-DEFAULT_PATCH_LIMIT = 40  # held-out images of the built-in synthetic split when no --data is given
+    from .kinds.probe import run_probes
+    _check_early(args)
+    res = run_probes(_model_arg(args), args.data, args.images, probes=args.probes, config=args.config,
+                     out=args.out, force=args.force, resume=args.resume, **_run_options(args))
+    return _report(res, "metrics.csv, probes.csv, shape_bias.json, examples/, run.json, report.html")
 
 
 def cmd_patch(args) -> int:
-    """Adversarial patches: universal (EOT), per-image, per-object, with baselines (robustseg/patches/)."""
-    from .patches import run_patches
-    data, images = _data_paths(args)
-    limit = args.limit if args.limit is not None or args.data else DEFAULT_PATCH_LIMIT
-    if args.out:  # refuse a non-empty --out before loading anything
-        from .results import prepare_out_dir
-        prepare_out_dir(args.out, force=args.force, resume=args.resume, check_only=True)
-    res = run_patches(_model_arg(args), args.suite, data, images, train_data=args.train_data,
-                      train_images=args.train_images, apply=args.apply, out=args.out, limit=limit,
-                      batch_size=args.batch_size, device=args.device, seed=args.seed, force=args.force,
-                      resume=args.resume, on_error=args.on_error, command=_command(args))
-    print(res.summary())
-    print(f"results: {res.out}/ (metrics.csv, patches.csv, patches/, predictions/, run.json, report.html)")
-    return 0
+    """Adversarial patches: universal (EOT), per-image, per-object, with baselines (robustseg/kinds/patch.py)."""
+    from .kinds.patch import run_patches
+    _check_early(args)
+    res = run_patches(_model_arg(args), args.suite, args.data, args.images, train_data=args.train_data,
+                      train_images=args.train_images, apply=args.apply, out=args.out, force=args.force,
+                      resume=args.resume, **_run_options(args))
+    return _report(res, "metrics.csv, patches.csv, patches/, predictions/, run.json, report.html")
 
 
 def cmd_report(args) -> int:
@@ -279,8 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_opts(a, "reports/<model>-<suite>-<time>/")
     a.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision for the attacks' forward passes "
                                                            "(bf16, or fp16 on CUDA); predictions stay float32")
-    a.add_argument("--workers", type=int, default=0, help="processes decoding images ahead of the attack "
-                                                          "(default 0; 2-4 keep a GPU busy)")
     a.set_defaults(func=cmd_attack)
 
     pr = sub.add_parser("probe", help="shape-vs-texture probes (line drawings, silhouettes, texture scramble, "
@@ -348,27 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adv", choices=["pgd"], help="also measure at PGD adversarial images")
     g.add_argument("--eps", default="4/255", help="with --adv: Linf budget (default 4/255)")
     g.add_argument("--steps", type=int, default=10, help="with --adv: PGD steps (default 10)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", required=True, help="directory for gradnorms.csv and gradnorms_summary.csv")
-    g.add_argument("--force", action="store_true", help="overwrite gradnorms.csv in --out")
+    _add_run_opts(g, "reports/<model>-gradnorm-<time>/")
     g.set_defaults(func=cmd_gradnorm)
 
     c = sub.add_parser("compare", help="same suite and gradient norms on several checkpoints, side by side")
     c.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint files ('shipped': the shipped "
                                                                   "model); the first is the reference")
     c.add_argument("--suite", help="suite TOML file or built-in name (default quick)")
-    c.add_argument("--data")
-    c.add_argument("--images")
-    c.add_argument("--limit", type=int, help="use only the first N images (default: the first 32 of the synthetic "
-                                             "split)")
-    c.add_argument("--device", default="cpu")
-    c.add_argument("--batch-size", type=int, default=4)
-    c.add_argument("--min-size", type=int)
-    c.add_argument("--max-size", type=int)
-    c.add_argument("--seed", type=int, default=0)
+    _add_model_data(c, model=False)
     c.add_argument("--out", required=True, help="results directory: <name>/ per checkpoint, compare.csv, report/")
-    c.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
+    _add_run_opts(c, "", out=False)
     c.set_defaults(func=cmd_compare)
     return ap
 

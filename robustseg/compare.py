@@ -1,7 +1,7 @@
 """Before/after comparison of checkpoints (e.g. a model and its adversarially fine-tuned version).
 
-For each checkpoint: the same suite (``run_suite``) and the same gradient-norm measurement (gradnorm.py) on the
-same images, into ``OUT/<name>/``; then ``OUT/compare.csv`` side by side, built from those files alone, and the
+For each checkpoint: one run of two kinds on the engine, the attack sweep and the gradient norms, on the same
+images, into ``OUT/<name>/``; then ``OUT/compare.csv`` side by side, built from those files alone, and the
 comparison HTML report of the run directories in ``OUT/report/``.
 
 compare.csv: one row per checkpoint, attack point and iou_type: clean_ap, ap, ap_drop (clean - attacked),
@@ -17,10 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import RobustsegError
-from .gradnorm import COMPONENTS, write_gradnorms
+from .gradnorm import COMPONENTS
 from .models.checkpoint import load_model
-from .data.coco import CocoDataset
-from .results import check_resumable, prepare_out_dir, read_run_json, write_csv
+from .results import prepare_out_dir, read_run_json, write_csv
 from .suites import Suite, load_suite
 
 SHIPPED_NAME = "shipped"      # on the command line: the shipped model
@@ -64,49 +63,34 @@ def compare_rows(run_dirs: list[Path], names: list[str]) -> list[dict]:
 
 
 def compare_checkpoints(checkpoints: list[str | None], out: str | Path, *, suite=None, data=None, images=None,
-                        limit: int | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0,
-                        force: bool = False, resume: bool = False, progress: bool = True,
-                        command: str | None = None, **model_overrides) -> Path:
-    """Run suite + gradient norms for every checkpoint into ``out/<name>/``; write ``out/compare.csv``.
+                        force: bool = False, resume: bool = False, model_overrides: dict | None = None,
+                        **options) -> Path:
+    """Run the attack sweep and the gradient norms (two kinds, one run) for every checkpoint into ``out/<name>/``;
+    write ``out/compare.csv`` and the comparison report in ``out/report/``.
 
-    ``resume=True`` continues an interrupted comparison: checkpoints whose run is complete are kept as they
-    are, an interrupted run continues from its own work files (``run_suite(resume=True)``)."""
+    ``resume=True`` continues an interrupted comparison: a checkpoint whose run is complete (with the same
+    fingerprint) is kept as it is, an interrupted one continues from its own work files."""
+    from .kinds.attack import AttackSweep
+    from .kinds.gradnorm import GradientNorms
     from .report.compare import write_comparison
-    from .report.html import write_report
-    from .runner import run_fingerprint, run_suite
+    from .run import RunOptions, execute
     if len(checkpoints) < 2:
         raise RobustsegError("compare needs at least two checkpoints (the first is the reference)")
-    if data is None:
-        from .data.synth import default_split
-        data, images = default_split()
     names = run_names(checkpoints)
+    out = Path(out)
     if resume:
-        out = Path(out)
-        if not any((out / n / "run.json").is_file() or (out / n / "gradnorms_summary.csv").is_file()
-                   for n in names):
+        if not any((out / n / "run.json").is_file() for n in names):
             raise RobustsegError(f"--resume: {out} holds no comparison of these checkpoints to resume")
     else:
         out = prepare_out_dir(out, force=force)
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     for ckpt, name in zip(checkpoints, names):
         run_dir = out / name
-        lm = load_model(None if ckpt in (None, SHIPPED_NAME) else ckpt, device=device, **model_overrides)
-        info = read_run_json(run_dir) if resume else {}
-        if info:  # resuming a run this comparison started: only with the same model, data and options
-            ds = CocoDataset(data, images, category_ids=lm.category_ids, limit=limit)
-            check_resumable(run_dir, run_fingerprint(suite, seed, batch_size, lm, device, data, ds),
-                            allow_complete=True)
-        # gradient norms first, so the run's own report (written by run_suite) has its gradient-norm section;
-        # kept on resume only next to a run.json that matched (they were written just before it, same options)
-        if not (info and (run_dir / "gradnorms_summary.csv").is_file()):
-            write_gradnorms(lm, data, images, run_dir, limit=limit, seed=seed, device=device, name=name,
-                            progress=progress)
-            if info.get("status") == "complete":
-                write_report(run_dir)
-        if info.get("status") == "complete":
-            continue
-        run_suite(lm, suite, data, images, out=run_dir, limit=limit, batch_size=batch_size, device=device,
-                  seed=seed, force=not info, resume=bool(info), progress=progress, command=command)
+        lm = load_model(None if ckpt in (None, SHIPPED_NAME) else ckpt, device=options.get("device", "cpu"),
+                        **(model_overrides or {}))
+        state = read_run_json(run_dir).get("status") if resume else None
+        execute([AttackSweep(suite), GradientNorms(name)], lm, data, images, out=run_dir,
+                opts=RunOptions(**options), force=not state, resume=bool(state), keep_complete=True)
     dirs = [out / n for n in names]
     write_csv(out / "compare.csv", compare_rows(dirs, names))
     write_comparison(dirs, out / "report", force=True)

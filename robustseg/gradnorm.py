@@ -17,16 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .attacks import PGD
 from .attacks.objectives import LOSS_NAMES, make_objective
-from .data.coco import CocoDataset
-from .errors import RobustsegError
-from .models.checkpoint import LoadedModel, load_model
+from .models.checkpoint import LoadedModel
 from .models.modes import attack_mode
-from .results import write_csv
-from .runner import derived_seed
+from .utils import derived_seed
 
 COMPONENTS = LOSS_NAMES + ("total",)
 NORMS = ("l1", "l2", "linf")
@@ -54,26 +50,22 @@ def norms(g: torch.Tensor) -> dict[str, float]:
     return {"l1": float(g.abs().sum()), "l2": float(g.norm()), "linf": float(g.abs().max())}
 
 
-def gradnorm_rows(lm: LoadedModel, ds: CocoDataset, *, name: str, seed: int = 0, device: str = "cpu",
-                  adv_eps: float | None = None, adv_steps: int = 10, progress: bool = True) -> list[dict]:
-    """Rows of gradnorms.csv for every image of ``ds``: condition ``clean``, and ``adv`` (PGD Linf at ``adv_eps``
-    against all five losses) when ``adv_eps`` is given."""
+def image_rows(lm: LoadedModel, image: torch.Tensor, target: dict, iid: int, *, name: str, seed: int = 0,
+               adv_eps: float | None = None, adv_steps: int = 10) -> list[dict]:
+    """Rows of gradnorms.csv for one image: condition ``clean``, and ``adv`` (PGD Linf at ``adv_eps`` against
+    all five losses) when ``adv_eps`` is given. Seeded by image id, so batching changes nothing."""
     model, rows = lm.model, []
-    for i in tqdm(range(len(ds)), desc="gradnorm", unit="img", disable=not progress):
-        iid = ds.image_ids[i]
-        img = ds.load_image(i).to(device)
-        tgt = {k: v.to(device) if torch.is_tensor(v) else v for k, v in ds.target(i).items()}
-        points = [("clean", img)]
-        if adv_eps:
-            torch.manual_seed(derived_seed(seed, "gradnorm-adv", iid))
-            gen = torch.Generator().manual_seed(derived_seed(seed, "gradnorm-adv", iid))
-            adv = PGD(steps=adv_steps)(model, [img], [tgt], [adv_eps], make_objective("gt"), gen)[0][0]
-            points.append(("adv", adv))
-        for condition, x in points:
-            torch.manual_seed(derived_seed(seed, "gradnorm", iid))  # the same sampler draws for every model
-            for comp, g in component_gradients(model, x, tgt).items():
-                rows.append({"image_id": iid, "checkpoint": name, "component": comp, "condition": condition,
-                             **norms(g)})
+    points = [("clean", image)]
+    if adv_eps:
+        torch.manual_seed(derived_seed(seed, "gradnorm-adv", iid))
+        gen = torch.Generator().manual_seed(derived_seed(seed, "gradnorm-adv", iid))
+        adv = PGD(steps=adv_steps)(model, [image], [target], [adv_eps], make_objective("gt"), gen)[0][0]
+        points.append(("adv", adv))
+    for condition, x in points:
+        torch.manual_seed(derived_seed(seed, "gradnorm", iid))  # the same RPN anchor draws for every model
+        for comp, g in component_gradients(model, x, target).items():
+            rows.append({"image_id": iid, "checkpoint": name, "component": comp, "condition": condition,
+                         **norms(g)})
     return rows
 
 
@@ -95,24 +87,3 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def checkpoint_name(lm: LoadedModel) -> str:
     return Path(lm.path).name if lm.path else "model"
-
-
-def write_gradnorms(model: str | Path | LoadedModel | None, data: str | Path, images: str | Path,
-                    out: str | Path, *, limit: int | None = None, seed: int = 0, device: str = "cpu",
-                    adv_eps: float | None = None, adv_steps: int = 10, name: str | None = None,
-                    progress: bool = True) -> tuple[Path, Path]:
-    """Measure and write ``out/gradnorms.csv`` and ``out/gradnorms_summary.csv``; returns both paths."""
-    lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
-    lm.model.to(device)
-    ds = CocoDataset(data, images, category_ids=lm.category_ids, limit=limit)
-    if len(ds) == 0:
-        raise RobustsegError(f"{data}: no images to measure")
-    if not ds.has_annotations:
-        raise RobustsegError(f"{data}: gradient norms of the training losses need ground-truth annotations")
-    rows = gradnorm_rows(lm, ds, name=name or checkpoint_name(lm), seed=seed, device=device, adv_eps=adv_eps,
-                         adv_steps=adv_steps, progress=progress)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "gradnorms.csv", rows, COLUMNS)
-    write_csv(out / "gradnorms_summary.csv", summarize(rows), SUMMARY_COLUMNS)
-    return out / "gradnorms.csv", out / "gradnorms_summary.csv"

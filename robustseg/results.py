@@ -1,8 +1,7 @@
 """The results-directory contract (docs/results.md). Every file goes through an atomic write.
 
     run.json            what ran: resolved suite, command line, seed, versions, checkpoint and dataset hashes
-    metrics.csv         tidy: attack, norm, eps, eps_label, steps, point, iou_type, metric, value, clean_value,
-                        drop_abs, drop_rel
+    metrics.csv         tidy, one row per (point, iou_type, metric): METRIC_COLUMNS below
     per_class.csv       per-category AP per point (bbox and segm)
     per_image.csv       image_id, point, loss_clean, loss_adv, detections (score >= 0.5), realised Linf/L2 norms
     predictions/*.json  COCO results per point (clean.json too), the dataset's category ids
@@ -22,8 +21,11 @@ import pandas as pd
 from .errors import RobustsegError
 from .fileio import atomic_write, write_json
 
-METRIC_COLUMNS = ["attack", "norm", "eps", "eps_label", "steps", "point", "iou_type", "metric", "value",
-                  "clean_value", "drop_abs", "drop_rel"]
+# one schema for every kind: kind says which part wrote the row (clean, attack, patch, probe, gradnorm,
+# corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption)
+IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "point", "patch_area", "probe",
+                    "corruption", "severity"]
+METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "clean_value", "drop_abs", "drop_rel"]
 
 
 def prepare_out_dir(out: str | Path, force: bool = False, resume: bool = False, check_only: bool = False) -> Path:
@@ -45,20 +47,36 @@ def versions() -> dict:
     import torch
     import torchvision
 
-    from . import __version__
+    from .version import __version__
     return {"robustseg": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": sys.version.split()[0], "platform": platform.platform()}
 
 
 def write_metrics(out: Path, rows: list[dict]) -> pd.DataFrame:
     """Write metrics.csv with drops from the clean row of the same iou_type/metric."""
-    df = pd.DataFrame(rows)
-    clean = df[df.attack == "clean"].set_index(["iou_type", "metric"])["value"]
+    df = pd.DataFrame(rows).reindex(columns=METRIC_COLUMNS)
+    clean = df[df.kind == "clean"].set_index(["iou_type", "metric"])["value"]
     df["clean_value"] = [clean.get((t, m), float("nan")) for t, m in zip(df.iou_type, df.metric)]
     df["drop_abs"] = df.clean_value - df.value
     df["drop_rel"] = (df.drop_abs / df.clean_value).where(df.clean_value > 0)
     df = df[METRIC_COLUMNS]
     atomic_write(out / "metrics.csv", lambda f: df.to_csv(f, index=False, float_format="%.6g"))
+    return df
+
+
+def read_metrics(out: Path) -> pd.DataFrame:
+    """metrics.csv read strictly: every column of METRIC_COLUMNS, or a one-line error naming what is missing."""
+    path = Path(out) / "metrics.csv"
+    try:
+        df = pd.read_csv(path, dtype={"point": str, "attack": str, "eps_label": str, "kind": str, "probe": str,
+                                      "corruption": str})
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise RobustsegError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        hint = " (written by robustseg before 0.2: re-run it, or add kind=clean/attack by hand)" \
+            if "kind" in missing else ""
+        raise RobustsegError(f"{path}: missing column(s) {', '.join(missing)}{hint}")
     return df
 
 

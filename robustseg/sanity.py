@@ -12,9 +12,14 @@ Each check is pass/warn with the numbers behind it, written to ``sanity.json``:
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import TypedDict
 
 import pandas as pd
+
+from .errors import RobustsegError
 
 TOL = 0.02               # AP may wobble this much before a monotonicity check warns
 LOSS_UP_FRACTION = 0.95  # "nearly every image"
@@ -23,16 +28,47 @@ UNBOUNDED = {"eps": 1.0, "steps": 20, "images": 8}
 GRADIENT_ATTACKS = ("fgsm", "pgd", "mifgsm")
 
 
+class Check(TypedDict, total=False):
+    """One entry of sanity.json's ``checks``: these three keys always, then the numbers behind the verdict."""
+    check: str      # beats_random, monotone_eps, monotone_steps, unbounded, loss_increased, gradients
+    verdict: str    # pass | warn
+    detail: str     # one human-readable line
+
+
+class SanityReport(TypedDict):
+    """sanity.json, written by ``run_checks`` and read back by ``read_sanity``."""
+    verdict: str
+    checks: list[Check]
+
+
+VERDICTS = ("pass", "warn")
+
+
+def read_sanity(path: str | Path) -> SanityReport:
+    """sanity.json read strictly against SanityReport: a wrong file is a one-line error, not a blank cell."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise RobustsegError(f"{path}: unreadable ({type(e).__name__})") from None
+    if not isinstance(d, dict) or d.get("verdict") not in VERDICTS or not isinstance(d.get("checks"), list):
+        raise RobustsegError(f"{path}: not a sanity report (needs verdict pass|warn and a checks list)")
+    for i, c in enumerate(d["checks"]):
+        if not (isinstance(c, dict) and isinstance(c.get("check"), str) and c.get("verdict") in VERDICTS
+                and isinstance(c.get("detail"), str)):
+            raise RobustsegError(f"{path}: check #{i + 1} needs check (a name), verdict (pass|warn) and detail")
+    return d
+
+
 def _target_iou(objective: str) -> str:
     return "segm" if objective == "mask" else "bbox"
 
 
-def _check(name: str, ok: bool, detail: str, **data) -> dict:
+def _check(name: str, ok: bool, detail: str, **data) -> Check:
     return {"check": name, "verdict": "pass" if ok else "warn", "detail": detail, **data}
 
 
 def run_checks(metrics: pd.DataFrame, points: list, per_image: list[dict], grads: list[dict],
-               unbounded: dict | None) -> dict:
+               unbounded: dict | None) -> SanityReport:
     ap = metrics[metrics.metric == "AP"].set_index(["point", "iou_type"])["value"]
     checks = []
     rnd = {(p.norm, p.eps): p.key for p in points if p.attack == "random"}

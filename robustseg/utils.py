@@ -1,6 +1,7 @@
-"""Tiny parsing helpers shared by the CLI and suites."""
+"""Tiny helpers shared by every part: eps/option parsing, per-(point, batch) seeds, index batches."""
 from __future__ import annotations
 
+import hashlib
 import math
 from fractions import Fraction
 
@@ -41,3 +42,14 @@ def parse_kv(items: list[str]) -> dict:
         except ValueError:
             out[k] = v
     return out
+
+
+def derived_seed(seed: int, *parts) -> int:
+    """A seed for one (point, batch): results do not depend on the order points or batches run in."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()[:7], "big")
+
+
+def batches(n: int, batch_size: int):
+    """Consecutive index lists of at most ``batch_size`` covering range(n)."""
+    for s in range(0, n, batch_size):
+        yield list(range(s, min(n, s + batch_size)))

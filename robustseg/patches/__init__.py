@@ -1,7 +1,8 @@
-"""Adversarial patches for Mask R-CNN: universal (EOT), per-image and per-object, with baselines (docs/patches.md)."""
+"""Adversarial patches for Mask R-CNN: universal (EOT), per-image and per-object, with baselines (docs/patches.md).
+The run itself is a kind on the run engine: robustseg/kinds/patch.py."""
 from .apply import EOT, POLICIES, Placement, paste, sample_placement
-from .run import load_patch_file, run_patches
+from .files import load_patch_file
 from .suite import PatchSuite, load_patch_suite, parse_patch_suite
 
-__all__ = ["EOT", "POLICIES", "Placement", "paste", "sample_placement", "load_patch_file", "run_patches",
-           "PatchSuite", "load_patch_suite", "parse_patch_suite"]
+__all__ = ["EOT", "POLICIES", "Placement", "paste", "sample_placement", "load_patch_file", "PatchSuite",
+           "load_patch_suite", "parse_patch_suite"]

@@ -11,7 +11,7 @@ import torch
 
 from ..attacks.objectives import attack_targets, make_objective
 from ..models.modes import attack_mode
-from ..runner import derived_seed
+from ..utils import derived_seed
 from .apply import FIXED, Placement, paste, sample_placement, side_pixels
 from .universal import init_patch
 

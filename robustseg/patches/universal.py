@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..attacks.objectives import attack_targets, make_objective
 from ..fileio import atomic_write
 from ..models.modes import attack_mode
-from ..runner import derived_seed
+from ..utils import derived_seed
 from .apply import EOT, paste, sample_placement, side_pixels
 
 

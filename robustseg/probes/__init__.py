@@ -1,11 +1,12 @@
 """Shape-vs-texture probes: line drawings, silhouettes, texture scramble, grayscale/invert controls and a
-cue-conflict shape-bias score for detectors (docs/probes.md)::
+cue-conflict shape-bias score for detectors (docs/probes.md). The run itself is a kind on the run engine
+(robustseg/kinds/probe.py)::
 
-    from robustseg.probes import run_probes
-    res = run_probes("model.pt", "ann.json", "images/", probes="all", out="reports/probes")
+    import robustseg as rs
+    res = rs.run_probes("model.pt", "ann.json", "images/", probes="all", out="reports/probes")
     print(res.summary()); res.shape_bias["overall"]["shape_bias"]
 """
-from .run import DEFAULT_CONFIG, ProbeResult, load_config, resolve_probes, run_probes
+from .config import DEFAULT_CONFIG, load_config, resolve_probes
 from .shape_bias import decisions, summarise
 
-__all__ = ["DEFAULT_CONFIG", "ProbeResult", "load_config", "resolve_probes", "run_probes", "decisions", "summarise"]
+__all__ = ["DEFAULT_CONFIG", "load_config", "resolve_probes", "decisions", "summarise"]

@@ -58,8 +58,8 @@ def write_comparison(run_dirs, out: str | Path | None = None, force: bool = Fals
         figures += [images.add(plots.ap_vs_eps(runs, attack, norm, variant), f"ap-vs-eps-{fid}", f"AP vs eps, {fid}"),
                     images.add(plots.ap_vs_steps(runs, attack, norm, variant), f"ap-vs-steps-{fid}",
                                f"AP vs steps, {fid}")]
-    for prefix, title in (("probe-", "probes"), ("patch-", "patches")):
-        figures.append(images.add(plots.special_bars(runs, prefix), f"{prefix}ap", f"AP of {title}"))
+    for kind, title in (("probe", "probes"), ("patch", "patches")):
+        figures.append(images.add(plots.kind_bars(runs, kind), f"{kind}-ap", f"AP of {title}"))
     figures.append(images.add(plots.gradnorm_cdfs(runs), "gradnorm-cdf", "input-gradient norm CDFs"))
     deltas = [{"base": runs[0].name, "other": r.name, "rows": delta_rows(runs[0], r)} for r in runs[1:]]
     atomic_write(out_dir / "delta.csv", lambda f: _delta_csv(f, deltas))

@@ -24,14 +24,14 @@ from .rundata import RunData, load_run
 from .summary import write_summary
 
 TEMPLATES = Path(__file__).parent / "templates"
-SPECIAL_FILES = {"probe-": ("probes.csv", "shape_bias.csv"), "patch-": ("patches.csv",)}
+KIND_SECTIONS = {"probe": ("Probes", ("probes.csv", "shape_bias.csv")), "patch": ("Patches", ("patches.csv",))}
 LINKED_FILES = ("summary.csv", "metrics.csv", "per_class.csv", "per_image.csv", "mask_quality.csv",
                 "detection_stats.csv", "object_accuracy.csv", "gradnorms.csv", "gradnorms_summary.csv",
                 "probes.csv", "shape_bias.csv", "decisions.csv", "sanity.json", "run.json")
 
 
 def env() -> Environment:
-    # ChainableUndefined: run.json of other commands (probes, compare) may lack keys; show blanks, not a crash
+    # ChainableUndefined: each kind's run.json has its own sections; the template shows blanks for the others
     e = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True,
                     undefined=ChainableUndefined)
     e.filters["num"] = lambda v, fmt="%.3f": "–" if v is None or (isinstance(v, float) and math.isnan(v)) \
@@ -117,26 +117,12 @@ def csv_table(path: Path, points: list[str] | None = None) -> dict | None:
             "rows": [[fmt(v) for v in r] for r in df.itertuples(index=False)]}
 
 
-def sanity_checks(sanity) -> tuple[str | None, list[dict]]:
-    """(overall verdict, [{name, status, detail}]) from sanity.json, whichever of the plausible shapes it has:
-    {"checks": [...]}, a list of checks, or {name: check-or-status}."""
+def sanity_checks(sanity: dict | None) -> tuple[str | None, list[dict]]:
+    """(overall verdict, [{name, status, detail}]) from sanity.json, already read strictly (sanity.read_sanity)."""
     if sanity is None:
         return None, []
-    overall = sanity.get("verdict") or sanity.get("status") if isinstance(sanity, dict) else None
-    items = sanity.get("checks", sanity) if isinstance(sanity, dict) else sanity
-    if isinstance(items, dict):
-        items = [{"name": k, **(v if isinstance(v, dict) else {"status": v})} for k, v in items.items()
-                 if k not in ("verdict", "status")]
-    checks = []
-    for c in items if isinstance(items, list) else []:
-        if not isinstance(c, dict):
-            c = {"name": str(c)}
-        status = c.get("status", c.get("verdict", c.get("passed")))
-        status = {True: "pass", False: "warn"}.get(status, status)
-        detail = c.get("detail", c.get("message", c.get("details", "")))
-        checks.append({"name": str(c.get("name", c.get("check", "?"))), "status": str(status or "?").lower(),
-                       "detail": detail if isinstance(detail, str) else json.dumps(detail, default=str)})
-    return (str(overall).lower() if overall else None), checks
+    return sanity["verdict"], [{"name": c["check"], "status": c["verdict"], "detail": c["detail"]}
+                               for c in sanity["checks"]]
 
 
 def mask_quality(run: RunData, out_dir: Path) -> tuple[list[dict], str | None]:
@@ -246,22 +232,22 @@ def build_context(run: RunData, out_dir: Path) -> dict:
                               None),
             "examples": panels, "examples_note": note})
     special = {}
-    for prefix, title in (("probe-", "Probes"), ("patch-", "Patches")):
-        rows = run.special_rows(prefix)
+    for kind, (title, files) in KIND_SECTIONS.items():
+        rows = run.kind_rows(kind)
         if len(rows):
             pts = list(dict.fromkeys(rows.point))
-            special[prefix] = {"title": title, "rows": point_rows(run, ["clean", *pts]),
-                               "tables": [t for t in (optional(f, lambda: csv_table(run.path / f), None)
-                                                      for f in SPECIAL_FILES[prefix]) if t],
-                               "overview": _embed_png(run.path / "examples" / "overview.png")
-                               if prefix == "probe-" and (run.path / "examples" / "overview.png").is_file() else None,
-                               "figure": optional(title, lambda: images.add(plots.special_bars([run], prefix),
-                                                                            f"{prefix}ap", title), None),
-                               "extra": _extra_metrics(run, pts),
-                               "mask_quality": [mq_by_point[p] for p in ["clean", *pts] if p in mq_by_point]}
+            overview = run.path / "examples" / "overview.png"
+            special[kind] = {"title": title, "rows": point_rows(run, ["clean", *pts]),
+                             "tables": [t for t in (optional(f, lambda: csv_table(run.path / f), None)
+                                                    for f in files) if t],
+                             "overview": _embed_png(overview) if kind == "probe" and overview.is_file() else None,
+                             "figure": optional(title, lambda: images.add(plots.kind_bars([run], kind), f"{kind}-ap",
+                                                                          title), None),
+                             "extra": _extra_metrics(run, pts),
+                             "mask_quality": [mq_by_point[p] for p in ["clean", *pts] if p in mq_by_point]}
     patch_images = [_embed_png(p) for p in sorted((run.path / "patches").glob("*.png"))] \
         if (run.path / "patches").is_dir() else []
-    verdict, checks = optional("sanity checks", lambda: sanity_checks(run.sanity), (None, []))
+    verdict, checks = sanity_checks(run.sanity)
     objects = optional("object-level attacks", lambda: csv_table(run.path / "object_accuracy.csv"), None)
     return {
         "run": run, "info": run.info, "headline": headline(run), "families": families, "special": special,

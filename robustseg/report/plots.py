@@ -119,15 +119,15 @@ def per_class_drop(run: RunData, point: str) -> Figure | None:
     return fig
 
 
-def special_bars(runs: list[RunData], prefix: str) -> Figure | None:
-    """AP of probe-* or patch-* rows beside clean AP (a bar group per row, a bar per run when comparing)."""
+def kind_bars(runs: list[RunData], kind: str) -> Figure | None:
+    """AP of a kind's rows (probe, patch) beside clean AP (a bar group per row, a bar per run when comparing)."""
     fig, axes = _panels()
     drew = False
     for ax, t in zip(axes, IOU_TYPES):
         width = 0.8 / len(runs)
         for k, run in enumerate(runs):
             g = run.ap(t)
-            rows = pd.concat([g[g.attack == "clean"], g[g.attack.str.startswith(prefix)]])
+            rows = pd.concat([g[g.kind == "clean"], g[g.kind == kind]])
             if len(rows) < 2:
                 continue
             x = np.arange(len(rows)) + k * width

@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import RobustsegError
 
 BASELINES = ("clean", "random")
-SPECIAL_PREFIXES = ("probe-", "patch-")  # rows other commands add to metrics.csv; their own report sections
+SECTION_KINDS = ("probe", "patch")  # kinds with a section of their own; attack rows form the eps-swept families
 _KEY = re.compile(r"^.*?-eps[0-9.]+-s\d+-?(.*)$")
 
 
@@ -30,7 +30,7 @@ class RunData:
     per_class: pd.DataFrame | None = None
     per_image: pd.DataFrame | None = None
     gradnorms: pd.DataFrame | None = None
-    sanity: dict | list | None = None
+    sanity: dict | None = None
     label: str = ""
 
     @property
@@ -43,7 +43,7 @@ class RunData:
 
     def clean_value(self, iou_type: str, metric: str = "AP") -> float:
         g = self.ap(iou_type, metric)
-        return float(g[g.attack == "clean"].value.iloc[0])
+        return float(g[g.kind == "clean"].value.iloc[0])
 
     def family(self, attack: str, norm: str, variant: str) -> pd.DataFrame:
         m = self.metrics
@@ -56,17 +56,17 @@ class RunData:
         return r[r.variant == ""] if (r.variant == "").any() else r.drop_duplicates(["iou_type", "metric", "eps"])
 
     def attack_rows(self) -> pd.DataFrame:
-        """Rows of eps-swept attacks: not clean, random, probes or patches."""
+        """Rows of eps-swept attacks (kind attack), random-noise baselines excluded."""
         m = self.metrics
-        return m[~m.attack.isin(BASELINES) & ~m.attack.str.startswith(SPECIAL_PREFIXES)]
+        return m[(m.kind == "attack") & (m.attack != "random")]
 
     def families(self) -> list[tuple[str, str, str]]:
         """(attack, norm, variant) of each eps-swept attack family, in the order they appear."""
         r = self.attack_rows()
         return list(dict.fromkeys(zip(r.attack, r.norm, r.variant)))
 
-    def special_rows(self, prefix: str) -> pd.DataFrame:
-        return self.metrics[self.metrics.attack.str.startswith(prefix)]
+    def kind_rows(self, kind: str) -> pd.DataFrame:
+        return self.metrics[self.metrics.kind == kind]
 
     def strongest_point(self, attack: str, norm: str, variant: str) -> str:
         """Largest eps, then most steps: where the runner saves example images (examples.example_points)."""
@@ -90,18 +90,22 @@ def _csv(path: Path) -> pd.DataFrame | None:
 
 
 def load_run(run_dir: str | Path, label: str = "") -> RunData:
+    """A results directory, read strictly: metrics.csv with every column of its schema, run.json, sanity.json."""
+    from ..results import read_metrics
+    from ..sanity import read_sanity
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.csv").is_file() or not (run_dir / "run.json").is_file():
         raise RobustsegError(f"{run_dir} is not a robustseg results directory (no metrics.csv/run.json)")
     try:
         info = json.loads((run_dir / "run.json").read_text())
-        metrics = pd.read_csv(run_dir / "metrics.csv", dtype={"eps_label": str, "point": str, "attack": str})
-    except (ValueError, pd.errors.ParserError) as e:
-        raise RobustsegError(f"{run_dir}: unreadable metrics.csv or run.json ({e})") from None
-    metrics["variant"] = [variant_of(p) if a not in BASELINES else "" for p, a in zip(metrics.point, metrics.attack)]
-    sanity = None
-    if (run_dir / "sanity.json").is_file():
-        sanity = json.loads((run_dir / "sanity.json").read_text())
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise RobustsegError(f"{run_dir}/run.json: unreadable ({type(e).__name__})") from None
+    if not isinstance(info, dict):
+        raise RobustsegError(f"{run_dir}/run.json: not a JSON object")
+    metrics = read_metrics(run_dir)
+    metrics["variant"] = [variant_of(p) if k == "attack" and a != "random" else ""
+                          for p, a, k in zip(metrics.point, metrics.attack, metrics.kind)]
+    sanity = read_sanity(run_dir / "sanity.json") if (run_dir / "sanity.json").is_file() else None
     return RunData(run_dir, info, metrics, per_class=_csv(run_dir / "per_class.csv"),
                    per_image=_csv(run_dir / "per_image.csv"), gradnorms=_csv(run_dir / "gradnorms.csv"),
                    sanity=sanity, label=label)

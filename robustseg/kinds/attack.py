@@ -1,0 +1,222 @@
+"""The attack sweep as a kind: every point of a suite (FGSM, PGD, MI-FGSM, APGD, random noise, foolbox) on every
+batch, beside the engine's clean pass; per-image objective values, gradient health, example images, detection
+statistics and the sanity checks (kinds/attack_checks.py).
+
+image -> perturbation -> loss -> gradient -> step (attacks/) -> predictions (streamed per point) -> COCO eval.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..attacks import ATTACKS
+from ..attacks.foolbox_bridge import object_robust_accuracy
+from ..attacks.objectives import attack_targets, make_objective, mislabel_to, with_amp
+from ..errors import RobustsegError
+from ..eval.coco_eval import predict, to_coco_results
+from ..eval.detection_stats import detection_stats
+from ..models.checkpoint import LoadedModel
+from ..report.examples import example_points, save_examples
+from ..results import write_csv
+from ..run import GRADIENT_COST, BatchOut, Kind, Point, RunOptions, execute
+from ..run.context import COUNT_SCORE
+from ..run.summary import summary_table
+from ..suites import AttackPoint, Suite, load_suite
+from ..utils import derived_seed
+from . import attack_checks as checks
+
+DEFAULT_LIMIT = 32  # images of the built-in synthetic split attacked when no dataset is given
+SCORE_THRESHOLD = COUNT_SCORE  # detections counted in per_image.csv
+PER_IMAGE_COLUMNS = ["image_id", "point", "attack", "norm", "eps", "steps", "objective", "loss_clean", "loss_adv",
+                     "detections_clean", "detections_adv", "linf", "l2"]
+STATS_COLUMNS = ["point", "attack", "norm", "eps", "steps", "objective", "objects", "vanishing_rate", "fp_per_image",
+                 "targeted_success", "mask_iou"]
+
+
+def build_attack(point: AttackPoint):
+    cls = ATTACKS[point.attack]
+    kwargs = {"norm": point.norm, **dict(point.params)}
+    if "steps" in getattr(cls, "__dataclass_fields__", {}):
+        kwargs["steps"] = point.steps
+    return cls(**kwargs)
+
+
+def _count(outputs) -> list[int]:
+    return [int((o["scores"] >= SCORE_THRESHOLD).sum()) for o in outputs]
+
+
+def point_cost(p: AttackPoint) -> float:
+    """Prediction-equivalents of one point per image: its gradient steps, its prediction, its loss measurement."""
+    return max(p.steps, 1 if p.attack != "random" else 0) * GRADIENT_COST + 2.0
+
+
+class AttackSweep(Kind):
+    name = "attack"
+    default_limit = DEFAULT_LIMIT
+
+    def __init__(self, suite: Suite, sanity_images: int | None = None):
+        self.suite, self.sanity_images = suite, sanity_images
+        self.plan: list[AttackPoint] = suite.points
+
+    def fingerprint(self, ctx) -> dict:
+        return {"suite": self.suite.as_dict()["points"]}
+
+    def describe(self, ctx) -> dict:
+        return {"suite": self.suite.as_dict()}
+
+    def check(self, ctx) -> None:
+        self.plan = _checked_points(self.suite, ctx.lm, ctx.ds)
+        with_amp(make_objective("gt"), ctx.opts.amp, ctx.device)  # an unusable --amp fails here, before any work
+
+    def ready(self, ctx, run_dir) -> None:
+        self.out = run_dir.path
+        self.example_keys = example_points(self.plan)  # a few adversarial images per family, for the report
+
+    def points(self, ctx) -> list[Point]:
+        return [Point(p.key, self.name, {"attack": p.attack, "norm": p.norm, "eps": p.eps, "eps_label": p.eps_label,
+                                          "steps": p.steps}) for p in self.plan if p.attack != "foolbox"]
+
+    def cost_per_image(self, ctx) -> float:
+        return sum(point_cost(p) for p in self.plan)
+
+    def target_label(self, lm: LoadedModel, point: AttackPoint) -> int | None:
+        if point.target_class in (None, "next"):
+            return None
+        return lm.class_names.index(point.target_class) + 1
+
+    def work(self, ctx, batch) -> BatchOut:
+        """Every attack point on one batch (the clean pass is the engine's: batch.clean)."""
+        model, imgs, ids = ctx.lm.model, batch.images, batch.ids
+        out = BatchOut(rows={"per_image": [], "grads": [], "foolbox": []})
+        clean_counts, losses_clean = _count(batch.clean), {}
+        for point in self.plan:
+            s = derived_seed(ctx.seed, point.key, batch.key)
+            if point.attack == "foolbox":
+                out.rows["foolbox"] += self.foolbox(ctx, point, imgs, batch.targets, ids, s)
+                batch.progress(len(ids) * point_cost(point))
+                continue
+            objective = make_objective(point.objective, point.losses)
+            targets = attack_targets(point.objective, batch.targets, batch.clean, ctx.lm.num_classes,
+                                     self.target_label(ctx.lm, point))
+            okey = (point.objective, point.losses, point.target_class)
+            if okey not in losses_clean:
+                losses_clean[okey] = checks.per_image_losses(model, imgs, targets, objective,
+                                                             derived_seed(ctx.seed, batch.key))
+                out.rows["grads"] += checks.gradient_health(model, imgs, targets, objective, ids, point.objective)
+            torch.manual_seed(s)
+            adv = build_attack(point)(model, imgs, targets, [point.eps],
+                                      with_amp(objective, ctx.opts.amp, ctx.device),
+                                      torch.Generator().manual_seed(s))[0]
+            if point.key in self.example_keys:
+                save_examples(self.out, point.key, ids, adv, imgs)
+            adv_out = predict(model, adv)
+            out.predictions[point.key] = [r for o, iid in zip(adv_out, ids)
+                                          for r in to_coco_results(o, iid, ctx.lm.category_ids)]
+            loss_adv = checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key))
+            out.rows["per_image"] += _per_image_rows(point, ids, imgs, adv, losses_clean[okey], loss_adv,
+                                                     clean_counts, _count(adv_out))
+            batch.progress(len(ids) * point_cost(point))
+        return out
+
+    def foolbox(self, ctx, point: AttackPoint, imgs, tgts, ids, seed: int) -> list[dict]:
+        params = dict(point.params)
+        name = params.pop("fb")
+        torch.manual_seed(seed)
+        rows = []
+        for img, t, iid in zip(imgs, tgts, ids):
+            clean, robust = object_robust_accuracy(ctx.lm.model, img, t["boxes"], t["labels"], name, params,
+                                                   [point.eps])
+            rows.append({"image_id": iid, "point": point.key, "attack": name, "norm": point.norm, "eps": point.eps,
+                         "objects": len(clean), "clean_correct": int(clean.sum()),
+                         "robust_correct": int(robust[0].sum())})
+        return rows
+
+    def finish(self, ctx, run_dir, scored) -> dict:
+        out, ds = run_dir.path, ctx.ds
+        order = {iid: n for n, iid in enumerate(ds.image_ids)}
+        write_csv(out / "detection_stats.csv", self.stats_rows(ctx, scored), STATS_COLUMNS)
+        per_image = sorted(run_dir.read_all("images", "per_image"), key=lambda r: (r["point"], order[r["image_id"]]))
+        write_csv(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
+        fb = run_dir.merged("images", "foolbox", order)
+        if fb:
+            write_csv(out / "object_accuracy.csv", _object_accuracy(fb))
+        grads = run_dir.read_all("images", "grads")
+        checks.write_sanity(ctx, self, scored, per_image, grads, out, self.sanity_images)
+        nonfinite = sum(1 for r in per_image if not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
+        return {"nonfinite_losses": nonfinite, "nonfinite_gradients": sum(1 for g in grads if not g["finite"])}
+
+    def stats_rows(self, ctx, scored) -> list[dict]:
+        lm, rows = ctx.lm, []
+        by_key = {p.key: p for p in self.plan}
+        for point in scored.points:
+            if point.kind not in ("clean", self.name):
+                continue
+            p = by_key.get(point.key)
+            target = None
+            if p is not None and p.objective == "mislabel":
+                label = self.target_label(lm, p)
+                target = {cid: lm.category_ids[int(mislabel_to(torch.tensor([i + 1]), lm.num_classes, label)) - 1]
+                          for i, cid in enumerate(lm.category_ids)}
+            rows.append({**scored.base(point), "objective": p.objective if p else "none",
+                         **detection_stats(ctx.ds.coco, scored.results[point.key], scored.eval_ids["images"],
+                                           target)})
+        return rows
+
+    def summary(self, ctx, scored) -> str:
+        m = scored.metrics
+        return summary_table(m[m.kind.isin(["clean", self.name])])
+
+
+def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, clean_counts, adv_counts) -> list[dict]:
+    rows = []
+    for j, iid in enumerate(ids):
+        d = (adv[j] - imgs[j]).flatten()
+        rows.append({"image_id": iid, "point": point.key, "attack": point.attack, "norm": point.norm,
+                     "eps": point.eps, "steps": point.steps, "objective": point.objective,
+                     "loss_clean": loss_clean[j], "loss_adv": loss_adv[j], "detections_clean": clean_counts[j],
+                     "detections_adv": adv_counts[j], "linf": float(d.abs().max()), "l2": float(d.norm(p=2))})
+    return rows
+
+
+def _checked_points(suite: Suite, lm: LoadedModel, ds) -> list[AttackPoint]:
+    points = suite.points
+    for p in points:
+        if p.target_class not in (None, "next") and p.target_class not in lm.class_names:
+            raise RobustsegError(f"target_class {p.target_class!r} is not a class of the model "
+                                 f"({', '.join(lm.class_names[:10])}...)")
+    if not ds.has_annotations and any(p.objective == "gt" for p in points):
+        tqdm.write("notice: the dataset has no annotations; attacking the model's own confident detections "
+                   "(objective 'pseudo') instead of ground truth; AP needs ground truth and reads -1", file=sys.stderr)
+        points = [replace(p, objective="pseudo") if p.objective == "gt" else p for p in points]
+    return points
+
+
+def _object_accuracy(rows: list[dict]) -> list[dict]:
+    """Object-level accuracy per foolbox point: clean, and robust (correct after the attack)."""
+    out = {}
+    for r in rows:
+        a = out.setdefault(r["point"], {"point": r["point"], "attack": r["attack"], "norm": r["norm"],
+                                        "eps": r["eps"], "objects": 0, "clean_correct": 0, "robust_correct": 0})
+        for k in ("objects", "clean_correct", "robust_correct"):
+            a[k] += r[k]
+    for a in out.values():
+        a["clean_accuracy"] = a["clean_correct"] / a["objects"] if a["objects"] else float("nan")
+        a["robust_accuracy"] = a["robust_correct"] / a["objects"] if a["objects"] else float("nan")
+    return list(out.values())
+
+
+def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
+              data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
+              force: bool = False, resume: bool = False, sanity_images: int | None = None, **options):
+    """Attack ``model`` with every point of ``suite`` (default quick) on a dataset (default: the first 32 images
+    of the built-in synthetic split) and write the results directory; returns a RunResult (None on torchrun
+    ranks other than 0). ``options`` are RunOptions: limit, batch_size, device, seed, on_error, amp, workers,
+    progress, command, category_map. ``sanity_images``: images for the unbounded-attack check (0 skips it)."""
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    return execute([AttackSweep(suite, sanity_images)], model, data, images, out=out, opts=RunOptions(**options),
+                   force=force, resume=resume, label=suite.name)

@@ -1,0 +1,63 @@
+"""What the attack sweep measures for its sanity checks (robustseg/sanity.py, Carlini et al. 2019): each
+image's objective before and after the attack, the input gradient's health at the clean point, and the
+unbounded-attack probe; written to sanity.json at the end."""
+from __future__ import annotations
+
+import torch
+
+from .. import sanity
+from ..attacks import PGD
+from ..attacks.base import gradients
+from ..attacks.objectives import every_sample, make_objective
+from ..eval.coco_eval import evaluate, predict, to_coco_results
+from ..fileio import write_json
+from ..models.modes import attack_mode
+from ..utils import batches, derived_seed
+
+
+@torch.no_grad()
+def per_image_losses(model, images, targets, objective, seed: int) -> list[float]:
+    """Each image's objective on its own, with every anchor and proposal in the loss: the detector's samplers
+    otherwise draw a random few hundred, and that noise hides the small loss change of a 1/255 attack."""
+    out = []
+    with attack_mode(model), every_sample(model):
+        for i, (x, t) in enumerate(zip(images, targets)):
+            torch.manual_seed(derived_seed(seed, "loss", i))
+            out.append(float(objective(model, [x], [t])[0]))
+    return out
+
+
+def gradient_health(model, images, targets, objective, ids, objective_name: str) -> list[dict]:
+    """Per image: norms of the objective's input gradient at the clean point, and whether it is zero/finite."""
+    with attack_mode(model):
+        grads, _ = gradients(model, objective, images, targets, sanitize=False)
+    return [{"image_id": iid, "objective": objective_name, "l1": float(g.abs().sum()), "l2": float(g.norm()),
+             "linf": float(g.abs().max()), "zero": bool((g == 0).all()), "finite": bool(torch.isfinite(g).all())}
+            for g, iid in zip(grads, ids)]
+
+
+def unbounded(ctx, eval_ids: list[int], clean_results: list[dict]) -> dict:
+    """The gradient-masking probe: PGD at eps 1.0 from the clean image on a few images (sanity.py)."""
+    cfg, lm, ds = sanity.UNBOUNDED, ctx.lm, ctx.ds
+    pos = {iid: i for i, iid in enumerate(ds.image_ids)}
+    results = []
+    attack = PGD(steps=cfg["steps"], random_start=False)
+    for chunk in batches(len(eval_ids), 4):
+        sub = [eval_ids[i] for i in chunk]
+        loaded = [ctx.load(pos[iid]) for iid in sub]
+        imgs, tgts = [x for x, _ in loaded], [t for _, t in loaded]
+        torch.manual_seed(derived_seed(ctx.seed, "unbounded", sub[0]))
+        adv = attack(lm.model, imgs, tgts, [cfg["eps"]], make_objective("gt"))[0]
+        results += [r for o, iid in zip(predict(lm.model, adv), sub) for r in to_coco_results(o, iid, lm.category_ids)]
+    keep = set(eval_ids)
+    clean = evaluate(ds.coco, [r for r in clean_results if r["image_id"] in keep], eval_ids, ("bbox",), False)
+    adv_m = evaluate(ds.coco, results, eval_ids, ("bbox",), False)
+    return {"eps": cfg["eps"], "steps": cfg["steps"], "images": len(eval_ids), "ap": adv_m["bbox"]["AP"],
+            "clean_ap": clean["bbox"]["AP"]}
+
+
+def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, sanity_images) -> None:
+    n = sanity.UNBOUNDED["images"] if sanity_images is None else sanity_images
+    eval_ids = scored.eval_ids["images"]
+    probe = unbounded(ctx, eval_ids[:n], scored.results["clean"]) if ctx.ds.has_annotations and n else None
+    write_json(out / "sanity.json", sanity.run_checks(scored.metrics, sweep.plan, per_image, grads, probe))
