@@ -29,13 +29,13 @@ The clean pass and a same-norm random-noise baseline at every eps are always add
 from __future__ import annotations
 
 import sys
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .attacks.objectives import OBJECTIVES, resolve_losses
 from .errors import RobustsegError, SuiteError
+from .fileio import read_toml
 from .utils import parse_eps
 
 _COMMON = {"type", "norm", "eps", "losses", "objective", "target_class"}
@@ -222,12 +222,9 @@ def load_suite(path: str | Path | None = None) -> Suite:
     p = Path(path)
     if not p.suffix and not p.exists():
         p = REPO_SUITES / f"{path}.toml"
-    if not p.is_file():
+    if not p.exists():
         raise SuiteError(f"suite {path}: no such file (built-in suites live in {REPO_SUITES})")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SuiteError(f"suite {p}: invalid TOML ({e})") from None
+    data = read_toml(p, "suite", error=SuiteError)  # a directory, unreadable, not UTF-8, invalid, too deep
     return parse_suite(data, p.stem, str(p))
 
 

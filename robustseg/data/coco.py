@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,18 +16,14 @@ import torch
 from pycocotools.coco import COCO
 
 from ..errors import DatasetError
+from ..fileio import read_json
 from .images import image_size, load_image, safe_join
 
 
 def read_coco_json(path: str | Path) -> dict:
+    """A COCO instances file, validated (validate.py); any problem is one DatasetError line naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"annotations {path}: no such file")
-    try:
-        with open(path, "rb") as f:
-            d = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"annotations {path}: invalid JSON ({e})") from None
+    d = read_json(path, "annotations", error=DatasetError)  # nesting bounded: nothing later can recurse deeply
     if not isinstance(d, dict) or not isinstance(d.get("images"), list):
         raise DatasetError(f"annotations {path}: not a COCO instances file (no 'images' list)")
     d.setdefault("annotations", [])

@@ -2,10 +2,15 @@
 
 Fatal problems (the file cannot be used as it is) raise one DatasetError listing them all; problems that are
 safe to skip (a degenerate box, a too-short polygon) are dropped from the dict and returned as warnings.
+
+Nothing here recurses: every check is a loop, and values quoted in a message go through ``_shown`` (depth- and
+length-bounded), so a hostile value nested hundreds of levels deep or megabytes long cannot crash or flood the
+message. (``read_coco_json`` also refuses files nested deeper than fileio.MAX_NESTING before they get here.)
 """
 from __future__ import annotations
 
 import math
+import reprlib
 from numbers import Number
 
 from ..errors import DatasetError
@@ -18,6 +23,23 @@ def _finite_numbers(xs) -> bool:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+_SHOWN = reprlib.Repr()  # (Python 3.11's Repr takes no keyword arguments)
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxlong = 3, 60, 60, 6, 4, 40
+
+
+def _known(key, table) -> bool:
+    """``key in table``, False for an unhashable key (a list or an object where an id belongs)."""
+    try:
+        return key in table
+    except TypeError:
+        return False
+
+
+def _shown(v) -> str:
+    """A short repr of a value from the file for a message: at most 3 levels deep and a few dozen characters."""
+    return _SHOWN.repr(v)
 
 
 def rle_counts(s: str) -> list[int] | None:
@@ -63,7 +85,8 @@ def _check_segmentation(seg, where: str, problems: list[str], w: int, h: int) ->
         return True
     if isinstance(seg, dict) and "counts" in seg:
         if seg.get("size") != [h, w]:
-            problems.append(f"{where}: RLE size {seg.get('size')!r} is not the image's [height, width] [{h}, {w}]")
+            problems.append(f"{where}: RLE size {_shown(seg.get('size'))} is not the image's [height, width] "
+                            f"[{h}, {w}]")
             return False
         c = seg["counts"]
         counts = rle_counts(c) if isinstance(c, str) else c if isinstance(c, list) and all(_is_int(v) for v in c) \
@@ -114,11 +137,11 @@ def validate_coco(d: dict, name: str = "annotations") -> list[str]:
         if a["id"] in ann_ids:
             fatal.append(f"{where}: duplicate annotation id")
         ann_ids.add(a["id"])
-        if a.get("image_id") not in images:
-            fatal.append(f"{where}: unknown image_id {a.get('image_id')!r}")
+        if not _known(a.get("image_id"), images):
+            fatal.append(f"{where}: unknown image_id {_shown(a.get('image_id'))}")
             continue
-        if a.get("category_id") not in cats:
-            fatal.append(f"{where}: unknown category_id {a.get('category_id')!r}")
+        if not _known(a.get("category_id"), cats):
+            fatal.append(f"{where}: unknown category_id {_shown(a.get('category_id'))}")
             continue
         bbox = a.get("bbox")
         if not (_finite_numbers(bbox) and len(bbox) == 4):

@@ -3,12 +3,12 @@ bad one is a one-line SuiteError naming the file, the table and the key."""
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..attacks.objectives import OBJECTIVES, resolve_losses
 from ..errors import SuiteError
+from ..fileio import read_toml
 from ..suites import REPO_SUITES
 from .apply import EOT, POLICIES
 
@@ -146,10 +146,5 @@ def load_patch_suite(path: str | Path | None = None) -> PatchSuite:
     p = Path(path) if path is not None else SUITE_FILE
     if not p.is_file() and not p.suffix and (REPO_SUITES / f"{p}.toml").is_file():
         p = REPO_SUITES / f"{p}.toml"  # a built-in name, as `robustseg attack --suite quick`
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SuiteError(f"patch suite {p}: no such file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise SuiteError(f"patch suite {p}: {e}") from None
+    data = read_toml(p, "patch suite", error=SuiteError)
     return parse_patch_suite(data, f"patch suite {p}")
