@@ -7,13 +7,15 @@ Schema (see docs/suites.md)::
     losses = "all"                      # optional default for every attack: all | [classifier, mask, ...]
 
     [[attack]]
-    type = "pgd"                        # fgsm | pgd | mifgsm | random
+    type = "pgd"                        # fgsm | pgd | apgd | mifgsm | random
     norm = "linf"                       # linf (default) | l2
     eps = ["1/255", "8/255"]            # [0,1] pixel units; strings like "8/255" or numbers
     steps = [10, 20]                    # pgd / mifgsm only; one point per (eps, steps)
     rel_stepsize = 2.5                  # pgd: step = rel_stepsize * eps / steps
     random_start = true                 # pgd
     decay = 1.0                         # mifgsm momentum
+    restarts = 1                        # apgd: random restarts (steps = gradient evaluations per restart)
+    rho = 0.75                          # apgd: step-halving threshold
     losses = ["classifier", "mask"]     # overrides the suite default
     objective = "gt"                    # gt | pseudo | vanish | fabricate | mislabel | mask (docs/objectives.md)
     target_class = "next"               # mislabel only: "next" (label l -> l+1) or a class name
@@ -33,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .attacks.objectives import OBJECTIVES, resolve_losses
+from .attacks.objectives import OBJECTIVES, PLACEHOLDER_NAMES, resolve_losses
 from .errors import RobustsegError, SuiteError
 from .fileio import read_toml
 from .utils import parse_eps
@@ -44,9 +46,11 @@ ALLOWED = {
     "random": {"type", "norm", "eps"},
     "pgd": _COMMON | {"steps", "rel_stepsize", "abs_stepsize", "random_start"},
     "mifgsm": _COMMON | {"steps", "decay"},
+    "apgd": _COMMON | {"steps", "restarts", "rho"},  # steps: gradient evaluations per restart
     "foolbox": {"type", "attack", "eps", "options"},
 }
 TOP_LEVEL = {"name", "description", "losses", "attack"}
+TARGETED = ("mislabel", "mislabel-margin")  # the objectives that take a target_class
 REPO_SUITES = Path(__file__).resolve().parent.parent / "attacks"
 
 
@@ -112,6 +116,9 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
         raise SuiteError(f"suite {name}: top level must be a table")
     unknown = set(data) - TOP_LEVEL
     if unknown:
+        if unknown & {"kinds", "universal", "per-image", "per-object", "eot"}:
+            raise SuiteError(f"suite {source or name} is a patch suite: run it with robustseg patch --suite "
+                             f"{source or name}")
         raise SuiteError(f"suite {name}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: "
                          f"{', '.join(sorted(TOP_LEVEL))}")
     entries = data.get("attack", [])
@@ -142,8 +149,11 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
         if objective not in OBJECTIVES:
             raise SuiteError(f"{where}: unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
         target_class = a.get("target_class")
-        if target_class is not None and (objective != "mislabel" or not isinstance(target_class, str)):
-            raise SuiteError(f"{where}: target_class (a class name or \"next\") goes with objective = \"mislabel\"")
+        if target_class is not None and (objective not in TARGETED or not isinstance(target_class, str)):
+            raise SuiteError(f"{where}: target_class (a class name or \"next\") goes with objective = \"mislabel\" "
+                             f"or \"mislabel-margin\"")
+        if target_class in PLACEHOLDER_NAMES:  # torchvision's empty COCO slots: no model can be pushed there
+            raise SuiteError(f"{where}: target_class {target_class!r} is a placeholder slot, not a class")
         try:
             epss = [parse_eps(e, norm) for e in _as_list(a["eps"])]
             losses = resolve_losses(a.get("losses", default_losses))
@@ -151,7 +161,7 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
             raise SuiteError(f"{where}: {e}") from None
         if not epss:
             raise SuiteError(f"{where}: eps is an empty list")
-        iterative = kind in ("pgd", "mifgsm")
+        iterative = kind in ("pgd", "mifgsm", "apgd")
         steps_list = _as_list(a.get("steps", 10)) if iterative else [1 if kind == "fgsm" else 0]
         if not steps_list:
             raise SuiteError(f"{where}: steps is an empty list")
@@ -167,6 +177,12 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
                 v = float(v)
             elif k == "random_start" and not isinstance(v, bool):
                 raise SuiteError(f"{where}: random_start must be true or false")
+            elif k == "restarts" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise SuiteError(f"{where}: restarts must be a positive integer, got {v!r}")
+            elif k == "rho":
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
+                    raise SuiteError(f"{where}: rho must be a number in (0, 1], got {v!r}")
+                v = float(v)
             params.append((k, v))
         for eps in epss:
             for s in steps_list:

@@ -1,4 +1,5 @@
 """Attack families, one module each, one call: ``attack(model, images, targets, epsilons=[...])``."""
+from .apgd import APGD
 from .base import NORMS, Attack
 from .fgsm import FGSM
 from .mifgsm import MIFGSM
@@ -6,7 +7,8 @@ from .noise import RandomNoise
 from .objectives import LOSS_NAMES, DetectorLoss, resolve_losses
 from .pgd import PGD
 
-ATTACKS = {"fgsm": FGSM, "pgd": PGD, "mifgsm": MIFGSM, "random": RandomNoise}
+ATTACKS = {"fgsm": FGSM, "pgd": PGD, "mifgsm": MIFGSM, "random": RandomNoise, "apgd": APGD}
+ITERATIVE = ("pgd", "mifgsm", "apgd")  # the families that take ``steps``
 
 
 def attack(model, images, targets, *, kind: str = "pgd", eps: float = 8 / 255, norm: str = "linf", steps: int = 10,
@@ -16,12 +18,12 @@ def attack(model, images, targets, *, kind: str = "pgd", eps: float = 8 / 255, n
     model = getattr(model, "model", model)
     cls = ATTACKS[kind]
     kwargs = {"norm": norm, **params}
-    if kind in ("pgd", "mifgsm"):
+    if kind in ITERATIVE:
         kwargs["steps"] = steps
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     return cls(**kwargs)(model, images, targets, [eps], DetectorLoss(resolve_losses(losses)), gen)[0]
 
 
-__all__ = ["NORMS", "Attack", "FGSM", "MIFGSM", "RandomNoise", "PGD", "ATTACKS", "LOSS_NAMES", "DetectorLoss",
-           "resolve_losses", "attack"]
+__all__ = ["NORMS", "Attack", "APGD", "FGSM", "MIFGSM", "RandomNoise", "PGD", "ATTACKS", "ITERATIVE", "LOSS_NAMES",
+           "DetectorLoss", "resolve_losses", "attack"]

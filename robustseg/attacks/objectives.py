@@ -8,7 +8,11 @@ Objectives (TOG, Chow et al. 2020; DAG, Xie et al. 2017), each a sign and a choi
 - ``fabricate``: maximise objectness + classification losses against no objects, so spurious detections appear;
 - ``mislabel``: minimise the losses against the ground truth relabelled to a target class (next class by
   default: label l -> l + 1, the last wraps to 1; or one fixed class for every object);
-- ``mask``: maximise the mask loss alone, damaging masks while boxes stay.
+- ``mask``: maximise the mask loss alone, damaging masks while boxes stay;
+- ``vanish-logit``: like ``vanish``, on the log-odds of every candidate detection above a floor (LogitVanish), so
+  a saturated softmax still has a gradient;
+- ``margin``: CW-style margin of each ground-truth object's box logits, true class vs best other real class;
+- ``mislabel-margin``: the targeted margin, the relabelled ground truth's class vs every other class.
 """
 from __future__ import annotations
 
@@ -19,11 +23,14 @@ from typing import Protocol, Sequence
 import torch
 
 from ..amp import AMP_DTYPES, FP16_LOSS_SCALE  # one table for attacks and training
+from .logit_objectives import BoxMargin, LogitVanish, eval_forward
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 _SHORT = {n.removeprefix("loss_"): n for n in LOSS_NAMES}
-OBJECTIVES = ("gt", "pseudo", "vanish", "fabricate", "mislabel", "mask")
+OBJECTIVES = ("gt", "pseudo", "vanish", "fabricate", "mislabel", "mask", "vanish-logit", "margin",
+              "mislabel-margin")
 PSEUDO_SCORE = 0.5   # clean detections at or above this score become pseudo ground truth
+PLACEHOLDER_NAMES = ("N/A", "__background__")  # torchvision's empty COCO label slots: never a class to aim for
 
 
 def resolve_losses(names: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -122,6 +129,12 @@ class DetectionScores:
         iterate, since a projected step can raise the scores of an image that had little left to suppress."""
         return torch.stack([self(model, [x], [{}])[0] for x in images])
 
+    def image_losses(self, model, images, targets) -> torch.Tensor:
+        """Each image's objective from one batched forward (APGD's per-image values; differentiable)."""
+        with eval_forward(model):
+            outputs = model(images)
+        return torch.stack([self.sign * o["scores"].sum() for o in outputs])
+
 
 @dataclass(frozen=True)
 class Autocast:
@@ -141,11 +154,29 @@ class Autocast:
     def per_image_objective(self):  # vanish's best-iterate selection, computed in float32
         return getattr(self.objective, "per_image_objective", None)
 
+    def image_losses(self, model, images, targets) -> torch.Tensor:  # APGD's per-image values, under autocast
+        with torch.autocast(self.device_type, dtype=AMP_DTYPES[self.amp]):
+            values = image_losses(self.objective, model, images, targets)
+        return values.float() * (FP16_LOSS_SCALE if self.amp == "fp16" else 1.0)
+
     def __call__(self, model, images, targets):
         with torch.autocast(self.device_type, dtype=AMP_DTYPES[self.amp]):
             loss, info = self.objective(model, images, targets)
         scale = FP16_LOSS_SCALE if self.amp == "fp16" else 1.0
         return loss.float() * scale, info
+
+
+def image_losses(objective: Objective, model, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
+    """Each image's objective value, shape (N,), differentiable: what APGD keeps its per-image best by.
+
+    Objectives whose value is a sum over images (vanish, vanish-logit, margin) give it from one batched forward.
+    The detector's training losses are averages over the batch's sampled anchors and proposals, not a sum over
+    images, so each image gets its own forward: the same work in N smaller passes, not extra passes.
+    """
+    own = getattr(objective, "image_losses", None)
+    if own is not None:
+        return own(model, images, targets)
+    return torch.stack([objective(model, [x], [t])[0] for x, t in zip(images, targets)])
 
 
 def with_amp(objective: Objective, amp: str | None, device) -> Objective:
@@ -161,8 +192,10 @@ def with_amp(objective: Objective, amp: str | None, device) -> Objective:
     return Autocast(objective, kind, amp)
 
 
-def make_objective(name: str = "gt", losses: Sequence[str] | None = None) -> DetectorLoss:
-    """The loss an attack maximises for objective ``name`` (targets come from ``attack_targets``)."""
+def make_objective(name: str = "gt", losses: Sequence[str] | None = None, num_classes: int | None = None,
+                   class_names: Sequence[str] | None = None) -> Objective:
+    """The loss an attack maximises for objective ``name`` (targets come from ``attack_targets``). The margins
+    skip the checkpoint's placeholder labels (see ``label_names``; ``num_classes`` or ``class_names`` tell them)."""
     if name in ("gt", "pseudo"):
         return DetectorLoss(tuple(losses or LOSS_NAMES), name=name)
     if name == "mask":
@@ -173,6 +206,12 @@ def make_objective(name: str = "gt", losses: Sequence[str] | None = None) -> Det
         return DetectorLoss(("loss_objectness", "loss_classifier"), name=name, sample_all=True)
     if name == "mislabel":
         return DetectorLoss(tuple(losses or LOSS_NAMES), sign=-1.0, name=name)
+    if name == "vanish-logit":
+        return LogitVanish()
+    if name in ("margin", "mislabel-margin"):
+        names = label_names(num_classes or 0, class_names)
+        ignore = tuple(i + 1 for i, n in enumerate(names or []) if n in PLACEHOLDER_NAMES)
+        return BoxMargin(targeted=name == "mislabel-margin", ignore_labels=ignore, name=name)
     from ..errors import RobustsegError
     raise RobustsegError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
 
@@ -184,11 +223,56 @@ def _empty_like(t: dict) -> dict:
             "masks": torch.zeros((0, h, w), dtype=torch.uint8, device=dev)}
 
 
-def mislabel_to(labels: torch.Tensor, num_classes: int, target_label: int | None) -> torch.Tensor:
-    """The documented rule: every object to ``target_label``, or to the next class (l -> l+1, last -> 1)."""
+def label_names(num_classes: int, class_names: Sequence[str] | None = None) -> list[str] | None:
+    """The name of each label (label l is names[l - 1]), or None when every label is a real class.
+
+    Without ``class_names``, a 91-class model is taken to use torchvision's COCO label space (label ==
+    category id, with "N/A" in the unused slots): ``load_model`` names 91-class torchvision files that way, and
+    callers that only pass ``num_classes`` (the run engine) must not aim at those slots either.
+    """
+    if class_names is not None:
+        return list(class_names)
+    from torchvision.models._meta import _COCO_CATEGORIES
+    return list(_COCO_CATEGORIES[1:]) if num_classes == len(_COCO_CATEGORIES) else None
+
+
+def real_labels(num_classes: int, class_names: Sequence[str] | None = None) -> list[int]:
+    """The labels a mislabel attack may aim at: never background (0), never a placeholder ("N/A") slot."""
+    names = label_names(num_classes, class_names)
+    if names is None:
+        return list(range(1, num_classes))
+    return [i + 1 for i, n in enumerate(names) if n not in PLACEHOLDER_NAMES]
+
+
+def target_label_for(target_class: str | None, class_names: Sequence[str]) -> int | None:
+    """The label of a suite's ``target_class`` (None for "next"); a name that is not a real class is refused."""
+    if target_class in (None, "next"):
+        return None
+    real = real_labels(len(class_names) + 1, class_names)
+    if target_class in PLACEHOLDER_NAMES or target_class not in class_names:
+        raise _not_a_target(repr(target_class), real, class_names)
+    return list(class_names).index(target_class) + 1
+
+
+def mislabel_to(labels: torch.Tensor, num_classes: int, target_label: int | None,
+                class_names: Sequence[str] | None = None) -> torch.Tensor:
+    """The documented rule: every object to ``target_label``, or to the next real class (l -> the next real
+    label above l, the last wraps to the first). Placeholder slots are skipped; a placeholder, background or
+    unknown ``target_label`` is refused (RobustsegError naming the real classes)."""
+    real = real_labels(num_classes, class_names)
     if target_label is not None:
+        if int(target_label) not in real:
+            raise _not_a_target(f"label {int(target_label)}", real, label_names(num_classes, class_names))
         return torch.full_like(labels, int(target_label))
-    return labels % (num_classes - 1) + 1
+    following = [next((r for r in real if r > l), real[0]) for l in range(num_classes)]
+    return torch.tensor(following, dtype=labels.dtype, device=labels.device)[labels]
+
+
+def _not_a_target(what: str, real: list[int], names: Sequence[str] | None):
+    from ..errors import RobustsegError
+    shown = [names[r - 1] if names else f"label {r}" for r in real]
+    return RobustsegError(f"mislabel target {what} is not a real class of the model (background and N/A slots "
+                          f"are never targets); choose from {', '.join(shown)}")
 
 
 def pseudo_targets(outputs: list[dict], like: list[dict], score: float = PSEUDO_SCORE) -> list[dict]:
@@ -202,15 +286,15 @@ def pseudo_targets(outputs: list[dict], like: list[dict], score: float = PSEUDO_
 
 
 def attack_targets(name: str, gt: list[dict], clean_outputs: list[dict] | None, num_classes: int,
-                   target_label: int | None = None) -> list[dict]:
+                   target_label: int | None = None, class_names: Sequence[str] | None = None) -> list[dict]:
     """The targets the objective's loss is computed against."""
-    if name in ("gt", "mask"):
+    if name in ("gt", "mask", "margin"):
         return gt
     if name == "pseudo":
         return pseudo_targets(clean_outputs, gt)
-    if name in ("vanish", "fabricate"):
+    if name in ("vanish", "fabricate", "vanish-logit"):
         return [_empty_like(t) for t in gt]
-    if name == "mislabel":
-        return [{**t, "labels": mislabel_to(t["labels"], num_classes, target_label)} for t in gt]
+    if name in ("mislabel", "mislabel-margin"):
+        return [{**t, "labels": mislabel_to(t["labels"], num_classes, target_label, class_names)} for t in gt]
     from ..errors import RobustsegError
     raise RobustsegError(f"unknown objective {name!r}")
