@@ -9,8 +9,8 @@ Objectives (TOG, Chow et al. 2020; DAG, Xie et al. 2017), each a sign and a choi
 - ``mislabel``: minimise the losses against the ground truth relabelled to a target class (next class by
   default: label l -> l + 1, the last wraps to 1; or one fixed class for every object);
 - ``mask``: maximise the mask loss alone, damaging masks while boxes stay;
-- ``vanish-logit``: like ``vanish``, on the log-odds of every candidate detection above a floor (LogitVanish), so
-  a saturated softmax still has a gradient;
+- ``vanish-logit``: like ``vanish``, on every candidate detection's logit margin over background above a floor
+  (LogitVanish), so a saturated softmax still has a gradient;
 - ``margin``: CW-style margin of each ground-truth object's box logits, true class vs best other real class;
 - ``mislabel-margin``: the targeted margin, the relabelled ground truth's class vs every other class.
 """
