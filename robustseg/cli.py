@@ -203,11 +203,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="robustseg", description=__doc__)
-    ap.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-
+def _parser_data(sub) -> None:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_cmd", required=True)
     s = data.add_parser("synth", help="write a synthetic COCO dataset of textured shapes")
     s.add_argument("--out", required=True)
@@ -220,11 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random: shapes random, class given by texture only")
     s.set_defaults(func=cmd_synth)
 
+
+def _parser_eval(sub) -> None:
     e = sub.add_parser("eval", help="COCO bbox/segm AP of a model on a dataset")
     _add_model_data(e)
     e.add_argument("--out", help="also write predictions.json and metrics.json here")
     e.set_defaults(func=cmd_eval)
 
+
+def _parser_attack(sub) -> None:
     a = sub.add_parser("attack", help="attack a model with a suite (or one attack) and write a results directory")
     _add_model_data(a)
     a.add_argument("--suite", help="suite TOML file or built-in name (quick, standard); default quick")
@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(bf16, or fp16 on CUDA); predictions stay float32")
     a.set_defaults(func=cmd_attack)
 
+
+def _parser_probe(sub) -> None:
     pr = sub.add_parser("probe", help="shape-vs-texture probes (line drawings, silhouettes, texture scramble, "
                                       "cue-conflict shape bias) into a results directory")
     _add_model_data(pr)
@@ -248,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_opts(pr, "reports/<model>-probes-<time>/")
     pr.set_defaults(func=cmd_probe)
 
+
+def _parser_patch(sub) -> None:
     pa = sub.add_parser("patch", help="adversarial patches (universal with EOT, per-image, per-object) beside "
                                       "random/grey baselines, or --apply a saved patch to another model/dataset")
     _add_model_data(pa)
@@ -260,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_opts(pa, "reports/<model>-patch-<time>/")
     pa.set_defaults(func=cmd_patch)
 
+
+def _parser_report(sub) -> None:
     r = sub.add_parser("report", help="regenerate the HTML report of a results directory, or compare several")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", help="where to write report.html, plots/ and CSVs (default: the run directory; "
@@ -267,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="write into a non-empty --out")
     r.set_defaults(func=cmd_report)
 
+
+def _parser_train(sub) -> None:
     t = sub.add_parser("train", help="train or fine-tune a Mask R-CNN")
     t.add_argument("--data")
     t.add_argument("--images")
@@ -298,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-steps", type=int, default=10, help="PGD steps of --eval-every (default 10)")
     t.set_defaults(func=cmd_train)
 
+
+def _parser_gradnorm(sub) -> None:
     g = sub.add_parser("gradnorm", help="input-gradient norms of each loss component, per image")
     _add_model_data(g)
     g.add_argument("--adv", choices=["pgd"], help="also measure at PGD adversarial images")
@@ -306,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_opts(g, "reports/<model>-gradnorm-<time>/")
     g.set_defaults(func=cmd_gradnorm)
 
+
+def _parser_compare(sub) -> None:
     c = sub.add_parser("compare", help="same suite and gradient norms on several checkpoints, side by side")
     c.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint files ('shipped': the shipped "
                                                                   "model); the first is the reference")
@@ -314,6 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="results directory: <name>/ per checkpoint, compare.csv, report/")
     _add_run_opts(c, "", out=False)
     c.set_defaults(func=cmd_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="robustseg", description=__doc__)
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _parser_data(sub)
+    _parser_eval(sub)
+    _parser_attack(sub)
+    _parser_probe(sub)
+    _parser_patch(sub)
+    _parser_report(sub)
+    _parser_train(sub)
+    _parser_gradnorm(sub)
+    _parser_compare(sub)
     return ap
 
 

@@ -19,7 +19,7 @@ from typing import Iterable
 import pandas as pd
 
 from .errors import RobustsegError
-from .fileio import atomic_write, write_json
+from .fileio import atomic_write, read_json, write_json
 
 # one schema for every kind: kind says which part wrote the row (clean, attack, patch, probe, gradnorm,
 # corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption)
@@ -98,10 +98,9 @@ def write_run_json(out: Path, info: dict) -> None:
 def check_resumable(out: Path, fingerprint: dict, allow_complete: bool = False) -> dict:
     """The interrupted run's run.json, after checking it can be continued with these options (``fingerprint``:
     everything that changes the numbers). Shared by attack, probe, patch and compare runs."""
-    try:
-        old = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        raise RobustsegError(f"--resume: {out} holds no readable run.json to resume from") from None
+    old = read_json(out / "run.json", "--resume: run.json")
+    if not isinstance(old, dict):
+        raise RobustsegError(f"--resume: {out / 'run.json'} is not a run's run.json")
     if old.get("status") == "complete" and not allow_complete:
         raise RobustsegError(f"--resume: the run in {out} is already complete")
     fingerprint = json.loads(json.dumps(fingerprint))  # as run.json holds it (tuples are lists there)
@@ -123,10 +122,12 @@ def trim_to_done(work: Path) -> None:
 
 
 def read_run_json(out: Path) -> dict:
-    try:
-        return json.loads((Path(out) / "run.json").read_text())
-    except (OSError, ValueError):
+    """The run's run.json, or {} where there is none (a one-line error where it is unreadable)."""
+    path = Path(out) / "run.json"
+    if not path.is_file():
         return {}
+    info = read_json(path, "run.json")
+    return info if isinstance(info, dict) else {}
 
 
 def model_fingerprint(lm, device) -> dict:

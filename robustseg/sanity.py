@@ -12,7 +12,6 @@ Each check is pass/warn with the numbers behind it, written to ``sanity.json``:
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TypedDict
@@ -20,6 +19,7 @@ from typing import TypedDict
 import pandas as pd
 
 from .errors import RobustsegError
+from .fileio import read_json
 
 TOL = 0.02               # AP may wobble this much before a monotonicity check warns
 LOSS_UP_FRACTION = 0.95  # "nearly every image"
@@ -46,10 +46,7 @@ VERDICTS = ("pass", "warn")
 
 def read_sanity(path: str | Path) -> SanityReport:
     """sanity.json read strictly against SanityReport: a wrong file is a one-line error, not a blank cell."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as e:
-        raise RobustsegError(f"{path}: unreadable ({type(e).__name__})") from None
+    d = read_json(path, "sanity report")
     if not isinstance(d, dict) or d.get("verdict") not in VERDICTS or not isinstance(d.get("checks"), list):
         raise RobustsegError(f"{path}: not a sanity report (needs verdict pass|warn and a checks list)")
     for i, c in enumerate(d["checks"]):

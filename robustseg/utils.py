@@ -39,7 +39,7 @@ def parse_kv(items: list[str]) -> dict:
         try:
             import json
             out[k] = json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):
             out[k] = v
     return out
 

@@ -84,7 +84,9 @@ def make_run(out: Path, data: tuple[Path, Path], scale: float = 1.0, extras: boo
     (out / "predictions").mkdir()
     for attack, norm, eps, steps, *variant in points:
         k = key(attack, norm, eps, steps, *variant)
-        base = {"attack": attack, "norm": norm, "eps": eps, "steps": steps, "point": k,
+        kind = "clean" if attack == "clean" else attack.split("-")[0] if attack.startswith(("probe-", "patch-")) \
+            else "attack"
+        base = {"kind": kind, "attack": attack, "norm": norm, "eps": eps, "steps": steps, "point": k,
                 "eps_label": "0" if attack == "clean" or eps == 0 else f"{round(eps * 255)}/255"}
         for t in ("bbox", "segm"):
             ap = ap_of(attack, eps, steps, t, scale) * (0.5 if variant else 1)
@@ -120,7 +122,7 @@ def make_run(out: Path, data: tuple[Path, Path], scale: float = 1.0, extras: boo
     write_json(out / "run.json", {
         "status": "complete", "started": "2026-01-01T00:00:00+0000", "finished": "2026-01-01T00:01:00+0000",
         "command": "robustseg attack --suite quick", "seed": 0, "batch_size": 4, "device": "cpu", "limit": None,
-        "suite": {"name": XSS_SUITE, "description": "hand-made <i>test</i> run"},
+        "kinds": ["attack"], "attack": {"suite": {"name": XSS_SUITE, "description": "hand-made <i>test</i> run"}},
         "versions": {"robustseg": "0.1.0", "torch": "2.x"},
         "model": {"path": "/models/tiny<script>.pt", "sha256": "ab" * 32, "format": "robustseg-checkpoint",
                   "arch": "tiny", "class_names": [XSS_CAT, XSS_CAT2], "category_ids": [1, 2], "meta": {}},

@@ -13,7 +13,7 @@ import torch
 
 from robustseg.data.coco import CocoDataset
 from robustseg.data.synth import generate
-from robustseg.gradnorm import gradnorm_rows
+from robustseg.gradnorm import image_rows
 from robustseg.models import load_model
 from robustseg.training import TrainConfig, train
 from robustseg.training.periodic_eval import PeriodicEval
@@ -29,7 +29,8 @@ def _measure(path, ann, images):
     ev = PeriodicEval(str(ann), str(images), lm.category_ids, limit=EVAL_IMAGES, eps=4 / 255, steps=5)
     row = ev(lm.model, 0, torch.device("cpu"))
     ds = CocoDataset(ann, images, category_ids=lm.category_ids, limit=GRAD_IMAGES)
-    rows = gradnorm_rows(lm, ds, name="m", progress=False)
+    rows = [r for i in range(len(ds)) for r in image_rows(lm, ds.load_image(i), ds.target(i), ds.image_ids[i],
+                                                          name="m")]
     l1 = np.median([r["l1"] for r in rows if r["component"] == "total"])
     return row["clean_bbox_AP"] - row["pgd_bbox_AP"], l1
 

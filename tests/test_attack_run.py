@@ -26,7 +26,7 @@ from robustseg.cli import main
 from robustseg.data.synth import generate
 from robustseg.fileio import sha256_file
 from robustseg.results import METRIC_COLUMNS
-from robustseg.runner import PER_IMAGE_COLUMNS, run_suite
+from robustseg.kinds.attack import PER_IMAGE_COLUMNS, run_suite
 from robustseg.suites import parse_suite
 
 N_IMAGES = 8
@@ -141,6 +141,7 @@ def test_metrics_csv_contract(run):
         assert sorted(zip(g.iou_type, g.metric)) == sorted((t, m) for t in ("bbox", "segm") for m in METRICS)
         assert g[["attack", "norm", "eps", "eps_label", "steps"]].drop_duplicates().shape[0] == 1
     clean = df[df.point == "clean"]
+    assert (clean.kind == "clean").all() and (df[df.point != "clean"].kind == "attack").all()
     assert (clean.attack == "clean").all() and (clean.eps == 0).all() and (clean.norm == "none").all()
     assert (clean.steps == 0).all() and (clean.drop_abs == 0).all()
     pgd8 = df[df.point == PGD8].iloc[0]
@@ -194,8 +195,8 @@ def test_run_json_and_report(run, lm, dataset):
     info = json.loads((res.out / "run.json").read_text())
     assert info["status"] == "complete"
     assert info["command"] == "test_attack_run" and info["seed"] == 11 and info["batch_size"] == 4
-    assert info["suite"]["name"] == "test-pgd"
-    assert {p["key"] for p in info["suite"]["points"]} == {PGD0, PGD2, PGD8, RANDOM2, RANDOM8}
+    assert info["kinds"] == ["attack"] and info["attack"]["suite"]["name"] == "test-pgd"
+    assert {p["key"] for p in info["attack"]["suite"]["points"]} == {PGD0, PGD2, PGD8, RANDOM2, RANDOM8}
     assert {"robustseg", "torch", "torchvision", "python"} <= set(info["versions"])
     assert info["versions"]["torch"] == torch.__version__
     assert info["model"]["sha256"] == sha256_file(lm.path) and info["model"]["arch"] == "tiny"
@@ -235,7 +236,7 @@ def test_refuses_non_empty_out_and_force_overwrites(run, lm, dataset, tmp_path, 
         sorted(["clean.json", f"random-linf-eps{1 / 255:.6f}-s0.json"])  # the old run's predictions are gone
     assert not (out / "object_accuracy.csv").exists()  # nothing of the old run survives to show in the report
     info = json.loads((out / "run.json").read_text())
-    assert info["dataset"]["num_images"] == 1 and info["suite"]["name"] == "cli-random"
+    assert info["dataset"]["num_images"] == 1 and info["attack"]["suite"]["name"] == "cli-random"
     assert len(pd.read_csv(out / "per_image.csv")) == 1
 
 

@@ -30,7 +30,8 @@ def test_compare_two_checkpoints(tiny_checkpoint, second_checkpoint, synth_data,
     out = tmp_path / "cmp"
     suite = single_attack_suite("pgd", "4/255", "1")
     path = compare_checkpoints([str(tiny_checkpoint), str(second_checkpoint)], out, suite=suite, data=ann,
-                               images=images, limit=2, progress=False, min_size=64, max_size=64)
+                               images=images, limit=2, progress=False,
+                               model_overrides={"min_size": 64, "max_size": 64})
     assert path == out / "compare.csv"
     names = ["tiny", "tiny_b"]
     for n in names:
@@ -69,25 +70,25 @@ def test_run_names_are_unique():
 
 def test_interrupted_compare_resumes_to_the_same_table(tiny_checkpoint, second_checkpoint, synth_data, tmp_path,
                                                        monkeypatch, capsys):
-    import robustseg.runner as runner
+    import robustseg.run as runner
     from robustseg.cli import main
     ann, images = synth_data
     kw = dict(suite=single_attack_suite("fgsm", "4/255"), data=ann, images=images, limit=2, progress=False,
-              min_size=64, max_size=64)
+              model_overrides={"min_size": 64, "max_size": 64})
     ckpts = [str(tiny_checkpoint), str(second_checkpoint)]
     ref = compare_checkpoints(ckpts, tmp_path / "ref", **kw)
 
-    real, calls = runner.run_suite, []
+    real, calls = runner.execute, []
 
     def killed_in_the_second_run(*a, **k):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(runner, "run_suite", killed_in_the_second_run)
+    monkeypatch.setattr(runner, "execute", killed_in_the_second_run)
     with pytest.raises(KeyboardInterrupt):
         compare_checkpoints(ckpts, tmp_path / "cmp", **kw)
-    monkeypatch.setattr(runner, "run_suite", real)
+    monkeypatch.setattr(runner, "execute", real)
     assert not (tmp_path / "cmp" / "compare.csv").exists()
     first = (tmp_path / "cmp" / "tiny" / "metrics.csv").stat().st_mtime_ns
 

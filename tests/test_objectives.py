@@ -13,7 +13,7 @@ from robustseg.cli import main
 from robustseg.data import CocoDataset
 from robustseg.data.synth import generate
 from robustseg.errors import SuiteError
-from robustseg.runner import run_suite
+from robustseg import run_suite
 from robustseg.suites import parse_suite
 
 from _helpers import load_trained_model

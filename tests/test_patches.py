@@ -22,7 +22,8 @@ from robustseg.data.coco import CocoDataset
 from robustseg.data.synth import generate
 from robustseg.errors import SuiteError
 from robustseg.models import load_model
-from robustseg.patches import EOT, Placement, load_patch_suite, parse_patch_suite, paste, run_patches
+from robustseg import run_patches
+from robustseg.patches import EOT, Placement, load_patch_suite, parse_patch_suite, paste
 from robustseg.patches.apply import coverage, sample_placement, side_pixels
 from robustseg.patches.universal import train_universal
 
@@ -117,8 +118,8 @@ def test_universal_patch_beats_random_and_grey_baselines(universal_run):
     drop = {p: clean - metric(df, p) for p in ("patch-universal", "patch-universal-random", "patch-universal-grey")}
     assert drop["patch-universal"] >= max(drop["patch-universal-random"], drop["patch-universal-grey"]) + MARGIN, drop
     rows = df[df.point == "patch-universal"]
-    assert set(rows.norm) == {"patch"} and set(rows.steps) == {60}
-    assert 0 < rows.eps.iloc[0] <= 0.1  # eps is the realised area fraction
+    assert set(rows.kind) == {"patch"} and set(rows.norm) == {"none"} and set(rows.steps) == {60}
+    assert rows.eps.isna().all() and 0 < rows.patch_area.iloc[0] <= 0.1  # the realised area, in its own column
     pc = pd.read_csv(out / "patches.csv").set_index("point")
     assert pc.loc["patch-universal", "area_fraction_max"] <= 0.3 ** 2 + 1e-9
     # the baselines sat at exactly the same placements
@@ -132,8 +133,9 @@ def test_universal_patch_beats_random_and_grey_baselines(universal_run):
     assert len(pd.read_csv(out / "patch_training.csv")) == 60
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "complete" and info["seed"] == 5 and info["model"]["sha256"]
-    assert info["dataset"]["sha256"] and info["train_dataset"]["sha256"] != info["dataset"]["sha256"]
-    assert info["patch"]["universal"]["side"] == 0.3 and "torch" in info["versions"]
+    patch = info["patch"]
+    assert info["dataset"]["sha256"] and patch["train_dataset"]["sha256"] != info["dataset"]["sha256"]
+    assert patch["suite"]["universal"]["side"] == 0.3 and "torch" in info["versions"]
     for p in ("clean", "patch-universal", "patch-universal-grey"):
         assert isinstance(json.loads((out / "predictions" / f"{p}.json").read_text()), list)
 
@@ -148,7 +150,7 @@ def test_saved_patch_reapplies_to_another_checkpoint(universal_run, synth_data, 
     df = pd.read_csv(out / "metrics.csv")
     assert {"clean", "patch-universal", "patch-universal-random", "patch-universal-grey"} <= set(df.point)
     info = json.loads((out / "run.json").read_text())
-    assert info["applied"]["sha256"] and info["model"]["sha256"] != json.loads(
+    assert info["patch"]["applied"]["sha256"] and info["model"]["sha256"] != json.loads(
         (src / "run.json").read_text())["model"]["sha256"]
     assert torch.equal(torch.load(out / "patches" / "universal.pt", weights_only=True)["patch"],
                        torch.load(src / "patches" / "universal.pt", weights_only=True)["patch"])
@@ -229,22 +231,12 @@ def test_bad_suite_is_a_one_line_error(text, expected, synth_data, tmp_path, cap
     assert "Traceback" not in err and expected in err
 
 
-def test_attack_command_dispatches_patch_suites(monkeypatch, tmp_path, capsys):
-    """`robustseg attack --suite attacks/patch.toml` runs the patch runner; an eps suite does not."""
-    import robustseg.patches as patches
-    from robustseg.cli import _is_patch_suite, main
+def test_attack_refuses_a_patch_suite_naming_the_patch_command(tmp_path, capsys):
+    """One command per kind: a patch suite given to `attack` is a one-line error that names `robustseg patch`."""
+    from robustseg.cli import main
     from robustseg.suites import REPO_SUITES
 
-    calls = []
-
-    class _Res:
-        out = tmp_path
-
-        def summary(self):
-            return "patch summary"
-
-    monkeypatch.setattr(patches, "run_patches", lambda *a, **k: calls.append((a, k)) or _Res())
-    assert _is_patch_suite(str(REPO_SUITES / "patch.toml")) and not _is_patch_suite(str(REPO_SUITES / "quick.toml"))
-    assert main(["attack", "--suite", str(REPO_SUITES / "patch.toml"), "--out", str(tmp_path / "o")]) == 0
-    assert len(calls) == 1 and calls[0][1]["out"] == str(tmp_path / "o")
-    assert "patch summary" in capsys.readouterr().out
+    assert main(["attack", "--suite", str(REPO_SUITES / "patch.toml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "robustseg patch --suite" in err
+    assert not (tmp_path / "o").exists()

@@ -18,7 +18,8 @@ from robustseg.eval.coco_eval import evaluate, to_coco_results
 from robustseg.probes import DEFAULT_CONFIG, load_config, resolve_probes
 from robustseg.probes import shape_bias as sb
 from robustseg.probes import transforms as T
-from robustseg.probes.run import apply_probe, cue_conflict_set
+from robustseg.probes.config import apply_probe
+from robustseg.probes.cue_conflict import cue_conflict_set
 
 ALL_IMAGE_PROBES = [n for n in resolve_probes("all", DEFAULT_CONFIG) if n != "cue-conflict"]
 
@@ -205,8 +206,10 @@ def test_probe_cli_writes_results(synth_data, tiny_checkpoint, tmp_path, capsys)
     assert set(m.attack) == {"clean", *probes}
     ap = m[m.metric == "AP"]
     assert len(ap) == 2 * (1 + len(probes)) and set(ap.iou_type) == {"bbox", "segm"}
-    p = m[m.attack.str.startswith("probe-")]
-    assert (p.norm == "none").all() and (p.eps == 0).all() and (p.steps == 0).all()
+    p = m[m.kind == "probe"]
+    assert set(p.attack) == set(probes) and (m[m.attack == "clean"].kind == "clean").all()
+    assert (p.norm == "none").all() and p.eps.isna().all() and (p.steps == 0).all()  # a probe has no eps
+    assert set(zip(p.attack, p.probe)) == {(f"probe-{n}", n) for n in resolve_probes("all", DEFAULT_CONFIG)}
     assert {"matched_objects", "shape_bias", "shape_decisions"} <= set(m.metric)
     sb_json = json.loads((out / "shape_bias.json").read_text())
     assert set(sb_json["overall"]) == {"shape", "texture", "neither", "unmatched", "objects", "shape_bias"}
@@ -218,7 +221,7 @@ def test_probe_cli_writes_results(synth_data, tiny_checkpoint, tmp_path, capsys)
                                                                                    "4.png"]
     assert (out / "examples" / "overview.png").is_file()
     info = json.loads((out / "run.json").read_text())
-    assert info["status"] == "complete" and info["seed"] == 0 and info["kind"] == "probe"
+    assert info["status"] == "complete" and info["seed"] == 0 and info["kinds"] == ["probe"]
     assert len(info["model"]["sha256"]) == 64 and len(info["dataset"]["sha256"]) == 64
     assert info["versions"]["torch"] and info["cue_conflict"]["source"] == "generated"
     assert "probe" in info["command"]

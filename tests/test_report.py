@@ -223,3 +223,22 @@ def test_malformed_optional_file_costs_only_its_section(run_b, tmp_path):
     html = (run / "report.html").read_text()
     assert 'id="problems"' in html and "gradient norms left out" in html
     assert 'data-metric="bbox-clean-AP"' in html
+
+
+def test_files_read_strictly_a_pre_engine_run_or_a_wrong_sanity_json_is_one_line(run_b, tmp_path, capsys):
+    """One schema per file: metrics.csv without `kind` (written before the run engine) and a sanity.json in
+    another shape are refused with a one-line error naming what is wrong, not rendered with blanks."""
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(run_b, old)
+    m = pd.read_csv(old / "metrics.csv")
+    m.drop(columns=["kind", "probe"]).to_csv(old / "metrics.csv", index=False)
+    assert main(["report", str(old)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing column(s) kind, probe" in err and "Traceback" not in err
+    odd = tmp_path / "odd-sanity"
+    shutil.copytree(run_b, odd)
+    (odd / "sanity.json").write_text('{"status": "ok", "checks": [{"name": "beats_random", "passed": true}]}')
+    assert main(["report", str(odd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sanity.json" in err and "verdict" in err

@@ -16,7 +16,8 @@ from PIL import Image
 
 from robustseg.cli import main
 from robustseg.data.synth import generate
-from robustseg.runner import _Run, run_suite
+from robustseg import run_suite
+from robustseg.run.stream import PassRunner
 from robustseg.suites import parse_suite
 
 from _helpers import load_trained_model, trained_model_path
@@ -56,7 +57,7 @@ def test_killed_run_resumes_to_identical_metrics(data, suite_file, reference, tm
     out = tmp_path / "run"
     proc = subprocess.Popen(_cli(data, suite_file, out), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    done = out / "work" / "rank0" / "done.jsonl"
+    done = out / "work" / "images" / "rank0" / "done.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if done.exists() and len(done.read_text().splitlines()) >= 2:  # at least one batch finished
@@ -127,14 +128,14 @@ def test_unreadable_images_are_skipped_logged_and_counted(data, tmp_path, capsys
 
 
 def test_cuda_oom_halves_the_batch_and_continues(data, tmp_path, monkeypatch, capsys):
-    real = _Run.batch
+    real = PassRunner.commit
 
-    def oom_on_big_batches(self, imgs, tgts, ids, key, bar):
+    def oom_on_big_batches(self, imgs, tgts, ids, key):
         if len(ids) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(self, imgs, tgts, ids, key, bar)
+        return real(self, imgs, tgts, ids, key)
 
-    monkeypatch.setattr(_Run, "batch", oom_on_big_batches)
+    monkeypatch.setattr(PassRunner, "commit", oom_on_big_batches)
     res = run_suite(load_trained_model(), parse_suite(SUITE), *data, out=tmp_path / "run", batch_size=4,
                     limit=4, progress=False)
     assert pd.read_csv(res.out / "per_image.csv").image_id.nunique() == 4
@@ -177,15 +178,15 @@ PROBES = "line-canny,silhouette,scramble-4x4,cue-conflict"
 
 
 def test_interrupted_probe_run_resumes_to_identical_results(data, tmp_path, monkeypatch):
-    import robustseg.probes.run as probe_run
-    from robustseg.probes import run_probes
+    import robustseg.kinds.probe as probe_run
+    from robustseg import run_probes
     lm = load_trained_model()
     kw = dict(probes=PROBES, batch_size=2, seed=3, progress=False)
     ref = run_probes(lm, *data, out=tmp_path / "ref", **kw)
 
     real, calls = probe_run.predict, []
 
-    def dies_on_the_ninth_call(model, images):  # the 3rd batch of images (4 points per batch)
+    def dies_on_the_ninth_call(model, images):  # the 3rd batch of images (3 probes per batch)
         calls.append(1)
         if len(calls) == 9:
             raise KeyboardInterrupt
@@ -198,7 +199,7 @@ def test_interrupted_probe_run_resumes_to_identical_results(data, tmp_path, monk
     with pytest.raises(Exception, match="different seed"):
         run_probes(lm, *data, out=tmp_path / "run", resume=True, **{**kw, "seed": 4})
     done = [r["image_id"] for r in
-            map(json.loads, (tmp_path / "run" / "work" / "images" / "done.jsonl").read_text().splitlines())]
+            map(json.loads, (tmp_path / "run" / "work" / "images" / "rank0" / "done.jsonl").read_text().splitlines())]
     assert len(done) == 4  # two batches were finished before the kill; the third is redone
 
     res = run_probes(lm, *data, out=tmp_path / "run", resume=True, **kw)
@@ -213,9 +214,8 @@ def test_interrupted_probe_run_resumes_to_identical_results(data, tmp_path, monk
 
 
 def test_probe_and_patch_runs_skip_unreadable_images(data, tmp_path, capsys):
-    from robustseg.patches import run_patches
+    from robustseg import run_patches, run_probes
     from robustseg.patches.suite import parse_patch_suite
-    from robustseg.probes import run_probes
     ann, images = _broken_copy(data, tmp_path)
     ids = json.loads(ann.read_text())["images"]
     bad = {ids[1]["id"], ids[2]["id"], ids[3]["id"]}

@@ -15,7 +15,7 @@ from robustseg.cli import main
 from robustseg.data.coco import CocoDataset
 from robustseg.data.synth import generate
 from robustseg.models import attack_mode
-from robustseg.runner import run_suite
+from robustseg import run_suite
 from robustseg.suites import parse_suite
 
 from _helpers import load_trained_model, trained_model_path

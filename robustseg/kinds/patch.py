@@ -5,7 +5,6 @@ placements. Beside the engine's files: patches.csv, patches/*.pt|png, patch_trai
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,11 +16,11 @@ from ..errors import RobustsegError
 from ..eval.coco_eval import predict, to_coco_results
 from ..fileio import sha256_file
 from ..patches.apply import paste, sample_placement, side_pixels
-from ..patches.files import load_patch_file, save_pt
+from ..patches.files import load_patch_file
 from ..patches.per_image import image_placement, optimise_fixed, render, start_patches
 from ..patches.per_object import area_fraction, placements_for
 from ..patches.suite import PatchSuite, load_patch_suite
-from ..patches.universal import init_patch, train_universal
+from ..patches.universal import train_universal
 from ..results import write_csv
 from ..run import GRADIENT_COST, BatchOut, Kind, Point, RunOptions, execute
 from ..utils import derived_seed

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import RobustsegError
+from ..fileio import read_toml
 from ..suites import REPO_SUITES
 from . import transforms as T
 
@@ -29,10 +29,7 @@ def load_config(path: str | Path | None = None) -> dict:
     p = Path(path) if path else CONFIG_FILE
     if path is None and not p.is_file():
         return cfg
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise RobustsegError(f"probe config {p}: {e}") from None
+    data = read_toml(p, "probe config")
     for key, value in data.items():
         if key not in cfg:
             raise RobustsegError(f"probe config {p}: unknown key {key!r} (known: {', '.join(cfg)})")

@@ -1,7 +1,6 @@
 """A results directory read back from disk (docs/results.md), with the groupings every report part uses."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,15 +90,13 @@ def _csv(path: Path) -> pd.DataFrame | None:
 
 def load_run(run_dir: str | Path, label: str = "") -> RunData:
     """A results directory, read strictly: metrics.csv with every column of its schema, run.json, sanity.json."""
+    from ..fileio import read_json
     from ..results import read_metrics
     from ..sanity import read_sanity
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.csv").is_file() or not (run_dir / "run.json").is_file():
         raise RobustsegError(f"{run_dir} is not a robustseg results directory (no metrics.csv/run.json)")
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-    except (ValueError, RecursionError, UnicodeDecodeError) as e:
-        raise RobustsegError(f"{run_dir}/run.json: unreadable ({type(e).__name__})") from None
+    info = read_json(run_dir / "run.json", "run.json")
     if not isinstance(info, dict):
         raise RobustsegError(f"{run_dir}/run.json: not a JSON object")
     metrics = read_metrics(run_dir)

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.coco import CocoDataset
+from ..data.labels import load_category_map, resolve_label_space
 from ..errors import RobustsegError
 from ..fileio import sha256_file
 from ..models.checkpoint import LoadedModel, load_model
@@ -108,13 +109,9 @@ def _dataset_paths(data, images, default_limit: int | None, limit: int | None):
 
 def _label_space(lm: LoadedModel, ds_data: dict, category_map) -> tuple[list[int], dict | None]:
     """The category ids the model's labels are written as for this dataset (a mismatch is refused)."""
-    try:
-        from ..data.labels import load_category_map, resolve_label_space
-    except ImportError:  # pragma: no cover - labels.py lands with the label-space check
-        return lm.category_ids, None
     cmap = load_category_map(category_map) if category_map is not None else None
     ids = resolve_label_space(lm.class_names, lm.category_ids, ds_data["categories"], cmap,
-                              annotated={int(a["category_id"]) for a in ds_data["annotations"]})
+                              annotated_ids={int(a["category_id"]) for a in ds_data["annotations"]})
     return ids, cmap
 
 
