@@ -11,7 +11,8 @@ import torch
 from tqdm import tqdm
 
 from ..errors import RobustsegError
-from ..patches.files import grid, read_png, save_png, save_pt
+from ..fileio import write_png as save_png
+from ..patches.files import grid, read_png, save_pt
 from ..patches.universal import init_patch
 from ..results import write_csv
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..eval.coco_eval import IOU_TYPES, predict, to_coco_results
-from ..fileio import write_json
 from ..results import write_csv
 from ..run import BatchOut, Kind, Pass, Point, RunOptions, Source, execute
 from ..utils import derived_seed
@@ -18,7 +17,8 @@ from ..probes import shape_bias as sb
 from ..probes.config import apply_probe, chw, hwc, load_config, resolve_probes
 from ..probes.counting import object_counts
 from ..probes.cue_conflict import cue_conflict_set
-from ..probes.overview import overview, write_png
+from ..fileio import write_json, write_png
+from ..probes.overview import overview
 
 CC = "probe-cue-conflict"
 PROBES_COLUMNS = ["point", "images", "objects", "detections", "matched", "correct", "bbox_AP", "bbox_AP50",

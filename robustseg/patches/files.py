@@ -29,14 +29,6 @@ def load_patch_file(path: str | Path) -> dict:
     return {**d, "patch": t.float().clamp(0, 1), "path": str(p.resolve()), "sha256": sha256_file(p)}
 
 
-def save_png(path: Path, img: torch.Tensor, scale: int = 1) -> None:
-    a = (img.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    im = Image.fromarray(a)
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    atomic_write(path, lambda f: im.save(f, format="PNG"), mode="wb")
-
-
 def read_png(path: Path) -> torch.Tensor:
     with Image.open(path) as im:
         return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)

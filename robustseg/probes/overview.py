@@ -6,12 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..fileio import atomic_write
-
-
-def write_png(path: Path, img: np.ndarray) -> None:
-    data = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    atomic_write(path, lambda f: Image.fromarray(data).save(f, format="PNG"), mode="wb")
+from ..fileio import write_png
 
 
 def overview(path: Path, ex_dir: Path, points: list[str], ids: list[int], cc_ids: list[int],

@@ -14,14 +14,13 @@ adversarial predictions over the clean image, saying so.
 """
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, write_png
 
 MAX_EXAMPLES = 4
 
@@ -53,19 +52,13 @@ def save_examples(out_dir: str | Path, point_key: str, image_ids, adv_images, cl
         adv = _np(adv)
         delta = (adv - _np(clean)).astype(np.float16)
         atomic_write(folder / f"{int(iid)}.delta.npy", lambda f: np.save(f, delta), mode="wb")
-        png = io.BytesIO()
-        Image.fromarray(_to_uint8(adv)).save(png, format="PNG")
-        atomic_write(folder / f"{int(iid)}.png", lambda f: f.write(png.getvalue()), mode="wb")
+        write_png(folder / f"{int(iid)}.png", adv.transpose(1, 2, 0))
         saved += 1
     return saved
 
 
 def _np(x) -> np.ndarray:
     return (x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float32))
-
-
-def _to_uint8(chw: np.ndarray) -> np.ndarray:
-    return (np.clip(chw, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
 
 
 def saved_ids(run_dir: Path, point_key: str) -> list[int]:
