@@ -140,53 +140,7 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
         if kind == "foolbox":
             points += _foolbox_points(a, where)
             continue
-        norm = a.get("norm", "linf")
-        if not isinstance(norm, str) or norm not in ("linf", "l2"):
-            raise SuiteError(f"{where}: norm must be linf or l2, not {norm!r}")
-        if "eps" not in a:
-            raise SuiteError(f"{where}: missing eps")
-        objective = a.get("objective", "gt")
-        if objective not in OBJECTIVES:
-            raise SuiteError(f"{where}: unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
-        target_class = a.get("target_class")
-        if target_class is not None and (objective not in TARGETED or not isinstance(target_class, str)):
-            raise SuiteError(f"{where}: target_class (a class name or \"next\") goes with objective = \"mislabel\" "
-                             f"or \"mislabel-margin\"")
-        if target_class in PLACEHOLDER_NAMES:  # torchvision's empty COCO slots: no model can be pushed there
-            raise SuiteError(f"{where}: target_class {target_class!r} is a placeholder slot, not a class")
-        try:
-            epss = [parse_eps(e, norm) for e in _as_list(a["eps"])]
-            losses = resolve_losses(a.get("losses", default_losses))
-        except RobustsegError as e:
-            raise SuiteError(f"{where}: {e}") from None
-        if not epss:
-            raise SuiteError(f"{where}: eps is an empty list")
-        iterative = kind in ("pgd", "mifgsm", "apgd")
-        steps_list = _as_list(a.get("steps", 10)) if iterative else [1 if kind == "fgsm" else 0]
-        if not steps_list:
-            raise SuiteError(f"{where}: steps is an empty list")
-        for s in steps_list:
-            if not isinstance(s, int) or isinstance(s, bool) or (iterative and s < 1):
-                raise SuiteError(f"{where}: steps must be positive integers, got {s!r}")
-        params = []
-        for k in sorted(set(a) - _COMMON - {"steps"}):
-            v = a[k]
-            if k in ("rel_stepsize", "abs_stepsize", "decay"):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= sys.float_info.max:
-                    raise SuiteError(f"{where}: {k} must be a finite non-negative number, got {v!r}")
-                v = float(v)
-            elif k == "random_start" and not isinstance(v, bool):
-                raise SuiteError(f"{where}: random_start must be true or false")
-            elif k == "restarts" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise SuiteError(f"{where}: restarts must be a positive integer, got {v!r}")
-            elif k == "rho":
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
-                    raise SuiteError(f"{where}: rho must be a number in (0, 1], got {v!r}")
-                v = float(v)
-            params.append((k, v))
-        for eps in epss:
-            for s in steps_list:
-                points.append(AttackPoint(kind, norm, eps, int(s), losses, tuple(params), objective, target_class))
+        points += _entry_points(a, kind, where, default_losses)
     points = _with_baselines(points)
     seen: dict[str, AttackPoint] = {}
     for p in points:  # the key names the point's predictions file and its metrics rows: it must be unique
@@ -195,6 +149,56 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
                              f"{p.eps!r}); eps values must differ by at least 1e-6")
         seen[p.key] = p
     return Suite(str(data.get("name", name)), str(data.get("description", "")), points, source)
+
+
+def _entry_points(a: dict, kind: str, where: str, default_losses) -> list[AttackPoint]:
+    """The points of one eps-swept [[attack]] table (every eps x steps), its values checked."""
+    norm = a.get("norm", "linf")
+    if not isinstance(norm, str) or norm not in ("linf", "l2"):
+        raise SuiteError(f"{where}: norm must be linf or l2, not {norm!r}")
+    if "eps" not in a:
+        raise SuiteError(f"{where}: missing eps")
+    objective = a.get("objective", "gt")
+    if objective not in OBJECTIVES:
+        raise SuiteError(f"{where}: unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+    target_class = a.get("target_class")
+    if target_class is not None and (objective not in TARGETED or not isinstance(target_class, str)):
+        raise SuiteError(f"{where}: target_class (a class name or \"next\") goes with objective = \"mislabel\" "
+                         f"or \"mislabel-margin\"")
+    if target_class in PLACEHOLDER_NAMES:  # torchvision's empty COCO slots: no model can be pushed there
+        raise SuiteError(f"{where}: target_class {target_class!r} is a placeholder slot, not a class")
+    try:
+        epss = [parse_eps(e, norm) for e in _as_list(a["eps"])]
+        losses = resolve_losses(a.get("losses", default_losses))
+    except RobustsegError as e:
+        raise SuiteError(f"{where}: {e}") from None
+    if not epss:
+        raise SuiteError(f"{where}: eps is an empty list")
+    iterative = kind in ("pgd", "mifgsm", "apgd")
+    steps_list = _as_list(a.get("steps", 10)) if iterative else [1 if kind == "fgsm" else 0]
+    if not steps_list:
+        raise SuiteError(f"{where}: steps is an empty list")
+    for s in steps_list:
+        if not isinstance(s, int) or isinstance(s, bool) or (iterative and s < 1):
+            raise SuiteError(f"{where}: steps must be positive integers, got {s!r}")
+    params = []
+    for k in sorted(set(a) - _COMMON - {"steps"}):
+        v = a[k]
+        if k in ("rel_stepsize", "abs_stepsize", "decay"):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= sys.float_info.max:
+                raise SuiteError(f"{where}: {k} must be a finite non-negative number, got {v!r}")
+            v = float(v)
+        elif k == "random_start" and not isinstance(v, bool):
+            raise SuiteError(f"{where}: random_start must be true or false")
+        elif k == "restarts" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise SuiteError(f"{where}: restarts must be a positive integer, got {v!r}")
+        elif k == "rho":
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
+                raise SuiteError(f"{where}: rho must be a number in (0, 1], got {v!r}")
+            v = float(v)
+        params.append((k, v))
+    return [AttackPoint(kind, norm, eps, int(s), losses, tuple(params), objective, target_class)
+            for eps in epss for s in steps_list]
 
 
 def _foolbox_points(a: dict, where: str) -> list[AttackPoint]:
