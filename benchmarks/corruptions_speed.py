@@ -5,6 +5,10 @@ and interleaved: every round times robustseg's ``corrupt_batch`` on the whole im
 calls it) and the reference's ``corrupt`` on each image in turn, in alternating order. The headline figure is the
 median over rounds of the per-round ratio, so load from other processes that drifts between rounds cancels out.
 
+A second ratio, "vs tensors", charges the reference with what a tensor pipeline would have to add to use it:
+the float (3,H,W) tensor to a uint8 HWC array and back (robustseg's API takes and returns float tensors; the
+reference takes and returns uint8 arrays, so its own timing has no conversion at all).
+
 Image sets: four 480x640 synthetic-shape images (COCO's typical size) and four 128x128 ones (the repo's synthetic
 data). Each corruption gets rounds until ``--budget`` seconds are spent on it (at least one, at most
 ``--rounds``): the reference's glass blur (~9 s per 480x640 image) gets one.
@@ -40,7 +44,7 @@ from robustseg.data.synth import render_image  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "corruptions_speed.csv"
 COLUMNS = ("image_set", "corruption", "severity", "rounds", "robustseg_images_per_s", "reference_images_per_s",
-           "speedup_median", "speedup_min")
+           "speedup_median", "speedup_min", "speedup_vs_tensors")
 
 
 def image_sets(n_large: int, n_small: int) -> dict[str, list[np.ndarray]]:
@@ -69,15 +73,22 @@ class Pair:
             self.reference(im, self.name, self.severity, seed)
         return time.perf_counter() - t
 
+    def theirs_from_tensors(self) -> float:
+        t = time.perf_counter()
+        for seed, x in zip(self.seeds, self.tensors):
+            im = (x * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            torch.from_numpy(self.reference(im, self.name, self.severity, seed)).permute(2, 0, 1).float().div_(255)
+        return time.perf_counter() - t
+
     def warm_up(self) -> None:
         corrupt_batch(self.tensors[:1], self.name, self.severity, [0])
         small = np.ascontiguousarray(self.images[0][:64, :64])  # cheap even for the reference's glass blur
         self.reference(small, self.name, self.severity, 0)
 
 
-def measure(pair: Pair, max_rounds: int, budget: float) -> dict:
+def measure(pair: Pair, max_rounds: int, budget: float, with_tensors: bool) -> dict:
     pair.warm_up()
-    ours, theirs = [], []
+    ours, theirs, tensors = [], [], []
     start = time.perf_counter()
     while not ours or (len(ours) < max_rounds and time.perf_counter() - start < budget):
         if len(ours) % 2 == 0:  # alternate who goes first
@@ -86,11 +97,14 @@ def measure(pair: Pair, max_rounds: int, budget: float) -> dict:
         else:
             theirs.append(pair.theirs())
             ours.append(pair.ours())
+        if with_tensors:
+            tensors.append(pair.theirs_from_tensors())
     n = len(pair.images)
     ratios = [t / o for o, t in zip(ours, theirs)]
     return {"rounds": len(ours), "robustseg_images_per_s": n / statistics.median(ours),
             "reference_images_per_s": n / statistics.median(theirs),
-            "speedup_median": statistics.median(ratios), "speedup_min": min(ratios)}
+            "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
+            "speedup_vs_tensors": statistics.median([t / o for o, t in zip(ours, tensors)]) if tensors else None}
 
 
 def verdict(rows: list[dict]) -> list[str]:
@@ -116,6 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--large", type=int, default=4, help="480x640 images")
     p.add_argument("--small", type=int, default=4, help="128x128 images")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--skip-tensors", default="glass_blur",
+                   help="corruptions whose 'vs tensors' timing is skipped (the reference's glass blur takes minutes)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")  # the reference's deprecated calls, once per image
     torch.set_num_threads(1)
@@ -126,15 +142,18 @@ def main(argv=None) -> int:
     C.header("corruptions: robustseg vs imagecorruptions 1.1.2", args)
     rows = []
     print(f"{'set':8s} {'corruption':18s} {'rounds':>6s} {'robustseg/s':>12s} {'reference/s':>12s} "
-          f"{'speedup':>8s} {'(min)':>6s}", flush=True)
+          f"{'speedup':>8s} {'(min)':>6s} {'vs tensors':>10s}", flush=True)
+    skip = set(args.skip_tensors.split(","))
     for set_name, images in image_sets(args.large, args.small).items():
         for name in args.names.split(","):
             row = {"image_set": set_name, "corruption": name, "severity": args.severity,
-                   **measure(Pair(images, name, args.severity, reference_corrupt), args.rounds, args.budget)}
+                   **measure(Pair(images, name, args.severity, reference_corrupt), args.rounds, args.budget,
+                             name not in skip)}
             rows.append(row)
+            vs = row["speedup_vs_tensors"]
             print(f"{set_name:8s} {name:18s} {row['rounds']:6d} {row['robustseg_images_per_s']:12.1f} "
-                  f"{row['reference_images_per_s']:12.2f} {row['speedup_median']:8.1f} {row['speedup_min']:6.1f}",
-                  flush=True)
+                  f"{row['reference_images_per_s']:12.2f} {row['speedup_median']:8.2f} {row['speedup_min']:6.2f} "
+                  f"{'-' if vs is None else f'{vs:.2f}':>10s}", flush=True)
     print("\n".join(verdict(rows)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +161,8 @@ def main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()})
+            writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else "" if v is None else v)
+                             for k, v in r.items()})
     print(f"wrote {out}")
     C.footer()
     return 0

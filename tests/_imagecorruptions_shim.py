@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
+from scipy import ndimage
 import skimage.filters
 import skimage.util
 
@@ -57,7 +57,7 @@ def _install() -> None:
         try:
             import scipy.ndimage.interpolation  # noqa: F401
         except ImportError:
-            sys.modules["scipy.ndimage.interpolation"] = scipy.ndimage
+            sys.modules["scipy.ndimage.interpolation"] = ndimage
 
     if "pkg_resources" not in sys.modules:
         try:

@@ -25,13 +25,18 @@ def _cv_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
     return (k * (1.0 / k.astype(np.float64).sum())).astype(np.float32)
 
 
-def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
-    """The reference's ``disk``: a normalised disk on a 17x17 grid (or (2r+1)^2 past r=8), then
-    cv2.GaussianBlur with a 3x3 (5x5 past r=8) kernel and OpenCV's default border (reflect-101)."""
+def _aliased_disk(radius: int) -> tuple[np.ndarray, int]:
+    """The reference's 0/1 disk on a 17x17 grid (or (2r+1)^2 past r=8) and its alias-blur kernel size."""
     half, ksize = (8, 3) if radius <= 8 else (radius, 5)
     t = np.arange(-half, half + 1)
     xx, yy = np.meshgrid(t, t)
-    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
+    return ((xx**2 + yy**2) <= radius**2).astype(np.float32), ksize
+
+
+def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
+    """The reference's ``disk``: the normalised disk, then cv2.GaussianBlur with the alias kernel and OpenCV's
+    default border (reflect-101) on the kernel grid."""
+    disk, ksize = _aliased_disk(radius)
     disk /= disk.sum()
     g = _cv_gaussian_kernel(ksize, alias_blur).astype(np.float64)
     image = torch.from_numpy(disk.astype(np.float64)).view(1, 1, *disk.shape)

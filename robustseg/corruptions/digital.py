@@ -26,29 +26,29 @@ ELASTIC_ALPHA = (250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12)
 def brightness(x: torch.Tensor, severity: int, gens=None) -> torch.Tensor:
     """skimage rgb2hsv, V += c clipped to 1, hsv2rgb. Hue and saturation are kept and every channel is
     V * (1 - S * k(hue)), so the round trip is exactly a scaling of the pixel by V'/V; black (V = 0) has S = 0
-    and becomes grey c."""
+    and becomes grey c. Written as V' - (V - channel) V'/V so that the brightest channel is V' exactly, as in
+    skimage (a channel computed as channel * V'/V can land a rounding error below an integer and truncate)."""
     c = BRIGHTNESS[severity - 1]
     v = x.amax(dim=1, keepdim=True)
-    lit = v > 0
-    ratio = torch.where(lit, (v + c).clamp_(max=1.0).div_(torch.where(lit, v, 1.0)), 0.0).mul_(255.0)
-    return torch.addcmul(torch.where(lit, 0.0, 255.0 * c), x, ratio)
+    lit = (v + c).clamp_(max=1.0)
+    ratio = torch.where(v > 0, lit / torch.where(v > 0, v, 1.0), 0.0).mul_(-255.0)
+    return torch.addcmul(lit.mul_(255.0), v - x, ratio)
 
 
 def saturate(x: torch.Tensor, severity: int, gens=None) -> torch.Tensor:
     """skimage rgb2hsv, S -> clip(S * a + b, 0, 1), hsv2rgb. With hue and V kept, each channel moves along its
-    line to V: channel' = V - (S'/S) (V - channel), i.e. channel * r + V (1 - r) with r = S'/S (exact for every
-    hue sector). Grey pixels (S = 0) have hue 0 in skimage, so a positive b turns them red: (V, V(1-b), V(1-b))."""
+    line to V: channel' = V - (S'/S) (V - channel), exact for every hue sector (and V stays V exactly). Grey pixels
+    (S = 0) have hue 0 in skimage, so a positive b turns them red: (V, V(1-b), V(1-b))."""
     a, b = SATURATE[severity - 1]
     v = x.amax(dim=1, keepdim=True)
     delta = v - x.amin(dim=1, keepdim=True)
     grey = delta == 0
     s = delta / torch.where(grey, 1.0, v)
-    ratio = torch.where(grey, 1.0, (s * a + b).clamp_(0, 1).div_(torch.where(grey, 1.0, s)))
-    offset = v * (1 - ratio)
-    out = torch.addcmul(offset, x, ratio)
+    ratio = torch.where(grey, 0.0, (s * a + b).clamp_(0, 1).div_(torch.where(grey, 1.0, s))).mul_(-255.0)
+    out = torch.addcmul(v * 255.0, v - x, ratio)
     if b:
-        out[:, 1:] -= torch.where(grey, v * b, 0.0)
-    return out.mul_(255.0)
+        out[:, 1:] -= torch.where(grey, v * (255.0 * b), 0.0)
+    return out
 
 
 def contrast(x: torch.Tensor, severity: int, gens=None) -> torch.Tensor:
