@@ -228,9 +228,11 @@ def _parser_attack(sub) -> None:
     a = sub.add_parser("attack", help="attack a model with a suite (or one attack) and write a results directory")
     _add_model_data(a)
     a.add_argument("--suite", help="suite TOML file or built-in name (quick, standard); default quick")
-    a.add_argument("--attack", choices=["fgsm", "pgd", "mifgsm", "random"], help="run one attack instead of a suite")
+    a.add_argument("--attack", choices=["fgsm", "pgd", "apgd", "mifgsm", "random"],
+                   help="run one attack instead of a suite")
     a.add_argument("--eps", help="with --attack: comma-separated eps in [0,1] pixel units, e.g. 2/255,8/255")
-    a.add_argument("--steps", help="with --attack: comma-separated step counts (pgd, mifgsm)")
+    a.add_argument("--steps", help="with --attack: comma-separated step counts (pgd, mifgsm; apgd: gradient "
+                                   "evaluations)")
     a.add_argument("--norm", choices=["linf", "l2"], default="linf")
     a.add_argument("--losses", help="with --attack: losses to maximise, e.g. classifier,mask (default all)")
     _add_run_opts(a, "reports/<model>-<suite>-<time>/")
