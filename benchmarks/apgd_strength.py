@@ -1,0 +1,87 @@
+"""Attack strength at equal cost: bbox AP under PGD-10, APGD with 10 gradient evaluations and APGD with 50.
+
+The shipped model, the first images of the default split (robustseg.data.synth.default_split), the default `gt`
+objective, Linf eps 2/255 and 8/255, three seeds; AP by pycocotools (robustseg.eval.evaluate). The budget is
+counted in gradient evaluations (forward + backward): PGD-10 and APGD(steps=10) make 10 each; APGD scores its
+last iterate with one extra forward pass (no backward), reported as forward passes.
+
+    python benchmarks/apgd_strength.py                   # 16 images, ~30-60 min on 2 busy CPU cores
+    python benchmarks/apgd_strength.py --images 4 --seeds 1 --eps 8/255   # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+import torch  # noqa: E402
+
+from robustseg.attacks import APGD, PGD  # noqa: E402
+from robustseg.attacks.objectives import make_objective  # noqa: E402
+from robustseg.data import CocoDataset  # noqa: E402
+from robustseg.data.synth import default_split  # noqa: E402
+from robustseg.eval.coco_eval import evaluate, predict, to_coco_results  # noqa: E402
+from robustseg.models.checkpoint import load_model  # noqa: E402
+from robustseg.utils import parse_eps  # noqa: E402
+
+CONTENDERS = {  # name -> (attack, gradient evaluations, forward passes) per image
+    "PGD-10": (PGD(steps=10), 10, 10),
+    "APGD-10": (APGD(steps=10), 10, 11),
+    "APGD-50": (APGD(steps=50), 50, 51),
+}
+
+
+def bbox_ap(lm, ds, images, ids) -> float:
+    outputs = predict(lm.model, images)
+    results = [r for o, i in zip(outputs, ids) for r in to_coco_results(o, i, lm.category_ids)]
+    return evaluate(ds.coco, results, ids, iou_types=("bbox",), per_class=False)["bbox"]["AP"]
+
+
+def attacked(lm, atk, images, targets, eps: float, seed: int, batch: int) -> list[torch.Tensor]:
+    out = []
+    for start in range(0, len(images), batch):
+        torch.manual_seed(seed)  # the detector's samplers draw from torch's global generator
+        gen = torch.Generator().manual_seed(seed * 1000 + start)
+        out += atk(lm.model, images[start:start + batch], targets[start:start + batch], [eps],
+                   make_objective("gt"), gen)[0]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="checkpoint (default: the shipped tiny model)")
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--eps", default="2/255,8/255")
+    ap.add_argument("--seeds", type=int, default=3)
+    args = ap.parse_args(argv)
+    C.header("APGD vs PGD at equal gradient evaluations (bbox AP, lower = stronger)", args)
+    lm = load_model(C.model_path(args.model))
+    ds = CocoDataset(*default_split(), category_ids=lm.category_ids, limit=args.images)
+    images, targets, ids = [ds.load_image(i) for i in range(len(ds))], [ds.target(i) for i in range(len(ds))], \
+        list(ds.image_ids)
+    print(f"clean bbox AP {bbox_ap(lm, ds, images, ids):.4f} on {len(ids)} images", flush=True)
+    for eps_text in args.eps.split(","):
+        eps = parse_eps(eps_text, "linf")
+        table = {}
+        for name, (atk, grads, forwards) in CONTENDERS.items():
+            aps, t0 = [], time.perf_counter()
+            for seed in range(args.seeds):
+                aps.append(bbox_ap(lm, ds, attacked(lm, atk, images, targets, eps, seed, args.batch), ids))
+                print(f"  {eps_text} {name} seed {seed}: AP {aps[-1]:.4f}", flush=True)
+            table[name] = (aps, grads, forwards, time.perf_counter() - t0)
+        print(f"eps {eps_text}: contender, gradient evaluations, forward passes, AP per seed, mean, wall s")
+        for name, (aps, grads, forwards, wall) in table.items():
+            print(f"  {name:8s} {grads:3d} {forwards:3d}  {' '.join(f'{a:.4f}' for a in aps)}  "
+                  f"mean {statistics.mean(aps):.4f}  {wall:.0f}s")
+    C.footer()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
