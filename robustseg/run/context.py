@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..data.coco import CocoDataset
 from ..data.labels import load_category_map, resolve_label_space
@@ -143,7 +142,3 @@ def open_context(model, data, images, opts: RunOptions, *, default_limit: int | 
     ctx = RunContext(lm, ds, data, images, RunOptions(**{**opts.__dict__, "limit": limit}), dist, device,
                      problems, cmap)
     return ctx
-
-
-def log_skip(what: str, iid, err: str) -> None:
-    tqdm.write(f"skipping {what} {iid}: {err}", file=sys.stderr)
