@@ -137,7 +137,7 @@ def cmd_compare(args) -> int:
     overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
     path = compare_checkpoints(args.checkpoints, args.out, suite=args.suite, data=args.data, images=args.images,
                                force=args.force, resume=args.resume, model_overrides=overrides,
-                               **_run_options(args))
+                               corruptions=args.corruptions, severities=args.severities, **_run_options(args))
     print(headline(path))
     print(f"wrote {path} (runs in {path.parent}/<name>/, comparison report in {path.parent}/report/)")
     return 0
@@ -174,6 +174,17 @@ def cmd_probe(args) -> int:
     res = run_probes(_model_arg(args), args.data, args.images, probes=args.probes, config=args.config,
                      out=args.out, force=args.force, resume=args.resume, **_run_options(args))
     return _report(res, "metrics.csv, probes.csv, shape_bias.json, examples/, run.json, report.html")
+
+
+def cmd_corrupt(args) -> int:
+    """Natural corruptions, COCO-C (robustseg/kinds/corruption.py)."""
+    from .kinds.corruption import run_corruptions
+    _check_early(args)
+    res = run_corruptions(_model_arg(args), args.data, args.images, corruptions=args.corruptions,
+                          severities=args.severities, examples=args.examples, out=args.out, force=args.force,
+                          resume=args.resume, **_run_options(args))
+    return _report(res, "metrics.csv, corruptions.csv, corruption_per_class.csv, examples/, run.json, "
+                        "report.html")
 
 
 def cmd_patch(args) -> int:
@@ -253,6 +264,20 @@ def _parser_probe(sub) -> None:
     pr.set_defaults(func=cmd_probe)
 
 
+def _parser_corrupt(sub) -> None:
+    c = sub.add_parser("corrupt", help="natural corruptions (COCO-C: 15 benchmark + 4 extra, severities 1-5): "
+                                       "AP per corruption and severity, P / mPC / rPC")
+    _add_model_data(c)
+    c.add_argument("--corruptions", default="benchmark",
+                   help="benchmark (the 15 of mPC, default), extra (the 4 held-out ones), all, or comma-separated "
+                        "names (gaussian_noise,fog,...)")
+    c.add_argument("--severities", default="1-5", help="severities 1-5: a range or list (default 1-5)")
+    c.add_argument("--examples", type=int, default=1, help="images whose corrupted versions are saved under "
+                                                           "examples/ (default 1)")
+    _add_run_opts(c, "reports/<model>-corrupt-<time>/")
+    c.set_defaults(func=cmd_corrupt)
+
+
 def _parser_patch(sub) -> None:
     pa = sub.add_parser("patch", help="adversarial patches (universal with EOT, per-image, per-object) beside "
                                       "random/grey baselines, or --apply a saved patch to another model/dataset")
@@ -325,6 +350,9 @@ def _parser_compare(sub) -> None:
                                                                   "model); the first is the reference")
     c.add_argument("--suite", help="suite TOML file or built-in name (default quick)")
     _add_model_data(c, model=False)
+    c.add_argument("--corruptions", help="also natural corruptions in each run: benchmark, extra, all or names "
+                                         "(see robustseg corrupt; default none)")
+    c.add_argument("--severities", default="1-5", help="with --corruptions: severities (default 1-5)")
     c.add_argument("--out", required=True, help="results directory: <name>/ per checkpoint, compare.csv, report/")
     _add_run_opts(c, "", out=False)
     c.set_defaults(func=cmd_compare)
@@ -339,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_attack(sub)
     _parser_probe(sub)
     _parser_patch(sub)
+    _parser_corrupt(sub)
     _parser_report(sub)
     _parser_train(sub)
     _parser_gradnorm(sub)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import results
 from ..fileio import atomic_write, write_text
+from . import corruption as corr
 from . import plots
 from .html import Images, env, headline
 from .rundata import RunData, load_run
@@ -35,6 +36,8 @@ def delta_rows(base: RunData, other: RunData) -> list[dict]:
             row[f"{t}_a"], row[f"{t}_b"] = float(a.value.iloc[0]), float(b.value.iloc[0])
             row[f"{t}_delta"] = row[f"{t}_b"] - row[f"{t}_a"]
             row[f"{t}_drop_delta"] = float(b.drop_abs.iloc[0]) - float(a.drop_abs.iloc[0])
+        if len(row) == 1:  # no AP at this point (e.g. the mPC rows of corruptions)
+            continue
         r0 = base.metrics[base.metrics.point == p].iloc[0]
         row.update(attack=r0.attack, norm=r0.norm, eps=r0.eps_label, steps=int(r0.steps))
         rows.append(row)
@@ -60,11 +63,13 @@ def write_comparison(run_dirs, out: str | Path | None = None, force: bool = Fals
                                f"AP vs steps, {fid}")]
     for kind, title in (("probe", "probes"), ("patch", "patches")):
         figures.append(images.add(plots.kind_bars(runs, kind), f"{kind}-ap", f"AP of {title}"))
+    figures.append(images.add(plots.corruption_bars(runs), "corruption-ap", "AP per corruption, mean over severities"))
     figures.append(images.add(plots.gradnorm_cdfs(runs), "gradnorm-cdf", "input-gradient norm CDFs"))
     deltas = [{"base": runs[0].name, "other": r.name, "rows": delta_rows(runs[0], r)} for r in runs[1:]]
     atomic_write(out_dir / "delta.csv", lambda f: _delta_csv(f, deltas))
     html = env().get_template("compare.html.j2").render(
-        runs=[{"name": r.name, "path": str(r.path), "info": r.info, "headline": headline(r)} for r in runs],
+        runs=[{"name": r.name, "path": str(r.path), "info": r.info, "headline": headline(r),
+               "corruption": corr.performance_rows(r) if corr.has_corruptions(r) else []} for r in runs],
         deltas=deltas, figures=[f for f in figures if f], generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     return write_text(out_dir / "report.html", html)
 

@@ -202,3 +202,56 @@ def gradnorm_cdfs(runs: list[RunData]) -> Figure | None:
     if drew:
         axes[-1].legend(fontsize=6)
     return fig if drew else None
+
+
+def corruption_heatmap(run: RunData) -> Figure | None:
+    """AP per corruption (rows) and severity (columns), boxes and masks, each cell written out."""
+    g = run.metrics[(run.metrics.kind == "corruption") & (run.metrics.metric == "AP")]
+    if g.empty:
+        return None
+    names = list(dict.fromkeys(g.corruption))
+    sevs = sorted({int(s) for s in g.severity})
+    fig, axes = _panels(height=0.28 * len(names) + 1.6)
+    for ax, t in zip(axes, IOU_TYPES):
+        cells = np.full((len(names), len(sevs)), np.nan)
+        for r in g[g.iou_type == t].itertuples():
+            cells[names.index(r.corruption), sevs.index(int(r.severity))] = r.value if r.value >= 0 else np.nan
+        im = ax.imshow(cells, vmin=0, vmax=max(run.clean_value(t), 1e-6), cmap="viridis", aspect="auto")
+        for i in range(len(names)):
+            for j in range(len(sevs)):
+                if np.isfinite(cells[i, j]):
+                    ax.text(j, i, f"{cells[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="w" if cells[i, j] < 0.6 * run.clean_value(t) else "k")
+        ax.set_xticks(range(len(sevs)), [str(s) for s in sevs])
+        ax.set_yticks(range(len(names)), [_text(n) for n in names], fontsize=7)
+        ax.set(title=f"{t} AP (clean {run.clean_value(t):.3f})", xlabel="severity")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def corruption_bars(runs: list[RunData]) -> Figure | None:
+    """Mean AP over severities per corruption, a bar per run (comparisons)."""
+    fig, axes = _panels(height=3.6)
+    drew = False
+    for ax, t in zip(axes, IOU_TYPES):
+        width = 0.8 / len(runs)
+        names: list[str] = []
+        for run in runs:
+            g = run.ap(t)
+            names += [n for n in g[g.kind == "corruption"].corruption if n not in names]
+        for k, run in enumerate(runs):
+            g = run.ap(t)
+            g = g[(g.kind == "corruption") & (g.value >= 0)]
+            if g.empty:
+                continue
+            mean = g.groupby("corruption").value.mean()
+            ax.bar(np.arange(len(names)) + k * width, [mean.get(n, np.nan) for n in names], width=width,
+                   color=f"C{k}", label=_text(run.name))
+            drew = True
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, [_text(n) for n in names], rotation=45, ha="right",
+                      fontsize=7)
+        ax.set(title=f"{t} AP, mean over severities", ylabel="AP", ylim=(0, None))
+        ax.grid(axis="y", alpha=0.3)
+    if drew:
+        axes[-1].legend(fontsize=7)
+    return fig if drew else None
