@@ -24,6 +24,7 @@ from _helpers import load_trained_model, trained_model_path
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 PROBES = "silhouette,scramble-4x4,cue-conflict"
+CORRUPT = "shot_noise,motion_blur,spatter"  # random draws in each: per-image seeds, whoever runs the image
 PATCH = {"kinds": ["universal", "per-image"], "baselines": ["grey"], "universal": {"steps": 2, "train_images": 2},
          "per-image": {"steps": 1}}
 PATCH_TOML = ('kinds = ["universal", "per-image"]\nbaselines = ["grey"]\n[universal]\nsteps = 2\ntrain_images = 2\n'
@@ -55,7 +56,8 @@ def _torchrun(args: list[str], port: int) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,extra,port", [("probe", ["--probes", PROBES], 29541), ("patch", None, 29542)])
+@pytest.mark.parametrize("kind,extra,port", [("probe", ["--probes", PROBES], 29541), ("patch", None, 29542),
+                                             ("corrupt", ["--corruptions", CORRUPT, "--severities", "2,5"], 29543)])
 def test_torchrun_two_processes_give_the_metrics_of_one(kind, extra, port, data, patch_suite_file, tmp_path):
     extra = extra or ["--suite", str(patch_suite_file)]
     assert main(_cli(kind, data, tmp_path / "one", *extra)) == 0
@@ -63,7 +65,7 @@ def test_torchrun_two_processes_give_the_metrics_of_one(kind, extra, port, data,
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
     assert (tmp_path / "two" / "metrics.csv").read_bytes() == (tmp_path / "one" / "metrics.csv").read_bytes()
-    table = "probes.csv" if kind == "probe" else "patches.csv"
+    table = {"probe": "probes.csv", "patch": "patches.csv", "corrupt": "corruptions.csv"}[kind]
     assert (tmp_path / "two" / table).read_bytes() == (tmp_path / "one" / table).read_bytes()
 
 
@@ -151,7 +153,7 @@ def _deep(path):
     return path
 
 
-@pytest.mark.parametrize("kind", ["attack", "probe", "patch", "gradnorm"])
+@pytest.mark.parametrize("kind", ["attack", "probe", "patch", "gradnorm", "corrupt"])
 def test_unreadable_annotations_are_one_line_for_every_kind(kind, data, tmp_path, capsys):
     for bad in (_deep(tmp_path / "deep.json"), tmp_path / "png.json"):
         if bad.name == "png.json":

@@ -18,16 +18,8 @@ import torch
 
 from ..errors import RobustsegError
 from . import blur, digital, glass, noise, spatter, weather
+from .names import ALL, BENCHMARK, EXTRA, SEVERITIES
 
-BENCHMARK: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-ALL: tuple[str, ...] = BENCHMARK + EXTRA
-SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIDE = 32  # the reference refuses smaller images; several corruptions assume at least this much room
 
 # name -> fn(batch (B,3,H,W) float32 in [0,1], severity, generators) -> grey levels: float (clipped to [0,255]

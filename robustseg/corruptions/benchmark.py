@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from ..errors import RobustsegError
-from . import ALL, BENCHMARK, EXTRA, SEVERITIES
+from .names import ALL, BENCHMARK, EXTRA, SEVERITIES
 
 GROUPS = {"benchmark": BENCHMARK, "extra": EXTRA}
 

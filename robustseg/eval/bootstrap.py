@@ -91,7 +91,6 @@ def bootstrap_metrics(coco_gt: COCO, results: list[dict], image_ids: Sequence[in
     """
     _check(image_ids, n_boot, alpha)
     rows = _resamples(len(image_ids), n_boot, seed)
-    full = np.arange(len(image_ids))
     out: dict = {}
     for iou_type in iou_types:
         sets = [_Resampler(coco_gt, r, image_ids, iou_type) for r in ([baseline] if baseline is not None else [])
