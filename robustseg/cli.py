@@ -37,6 +37,8 @@ def _add_run_opts(p: argparse.ArgumentParser, default_out: str, out: bool = True
     p.add_argument("--workers", type=int, default=0, help="processes decoding images ahead of the work "
                                                           "(default 0; 2-4 keep a GPU busy)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                   help="resamples of the images behind every AP's 95%% interval (default 200; 0: no intervals)")
     if out:
         p.add_argument("--out", help=f"results directory (default {default_out})")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
@@ -67,7 +69,7 @@ def _run_options(args) -> dict:
     return {"limit": args.limit, "batch_size": args.batch_size, "device": args.device, "seed": args.seed,
             "on_error": getattr(args, "on_error", "skip"), "amp": getattr(args, "amp", None),
             "workers": getattr(args, "workers", 0), "command": _command(args),
-            "category_map": getattr(args, "category_map", None)}
+            "category_map": getattr(args, "category_map", None), "bootstrap": getattr(args, "bootstrap", 200)}
 
 
 def _report(res, files: str) -> int:

@@ -25,7 +25,9 @@ from .fileio import atomic_write, read_json, write_json
 # corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption)
 IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "point", "patch_area", "probe",
                     "corruption", "severity"]
-METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "clean_value", "drop_abs", "drop_rel"]
+# ci_lo/ci_hi: 95% bootstrap interval of value over images; drop_ci_lo/hi: of drop_abs, paired with clean
+METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "ci_lo", "ci_hi", "clean_value", "drop_abs",
+                                     "drop_ci_lo", "drop_ci_hi", "drop_rel"]
 
 
 def prepare_out_dir(out: str | Path, force: bool = False, resume: bool = False, check_only: bool = False) -> Path:

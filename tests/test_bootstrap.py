@@ -80,3 +80,39 @@ def test_bad_arguments_fail_clearly(preds):
         bootstrap_ap(gt, results, ids, alpha=1.5)
     with pytest.raises(RobustsegError, match="image"):
         bootstrap_ap(gt, results, [])
+
+
+def _hostile_set(preds):
+    """The same images with what pycocotools treats specially: a crowd object, a category with no ground truth
+    but detections, one with ground truth but no detections, scores rounded so that ties abound across images."""
+    import copy
+
+    from pycocotools.coco import COCO
+    gt, results, ids = preds
+    d = copy.deepcopy(gt.dataset)
+    d["categories"] = d["categories"] + [{"id": 90, "name": "never-annotated"}, {"id": 91, "name": "never-found"}]
+    first = d["annotations"][0]
+    d["annotations"].append({**first, "id": 10_000, "iscrowd": 1})
+    d["annotations"].append({**first, "id": 10_001, "category_id": 91})
+    coco = COCO()
+    coco.dataset = d
+    coco.createIndex()
+    hostile = [{**r, "score": round(r["score"], 1)} for r in results]
+    hostile += [{**r, "category_id": 90, "score": 0.5} for r in results[:5]]
+    return coco, hostile, ids
+
+
+def test_vectorised_accumulate_equals_pycocotools_exactly(preds):
+    import numpy as np
+
+    from robustseg.eval.bootstrap import _Resampler, resamples
+    gt, results, ids = _hostile_set(preds)
+    no_gt = [n for n, i in enumerate(ids) if not gt.getAnnIds(imgIds=[i])]
+    rows = list(resamples(len(ids), 60, 7)) + [np.zeros(len(ids), dtype=int), np.array([len(ids) - 1] * 3),
+                                               np.arange(len(ids))[::-1]] + ([np.array(no_gt[:1] * 4)] if no_gt else [])
+    for iou_type in ("bbox", "segm"):
+        r = _Resampler(gt, results, ids, iou_type)
+        for positions in rows:
+            fast, ref = r.fast.precision(positions), r.precision_reference(positions)
+            assert fast.shape == ref.shape and np.array_equal(fast, ref), (iou_type, positions[:5])
+        assert (r.fast.precision(np.arange(len(ids)))[:, :, -2] == -1).all()  # no ground truth: absent, as COCO

@@ -174,3 +174,33 @@ def test_report_and_comparison_show_p_mpc_rpc(run, tmp_path):
     cmp_html = out.read_text()
     assert "corruption-compare" in cmp_html and cmp_html.count('data-group="benchmark"') == 4
     assert (tmp_path / "cmp" / "plots" / "corruption-ap.png").is_file()
+
+
+def test_every_ap_and_drop_carries_its_paired_bootstrap_interval(run, lm, data, tmp_path):
+    from pycocotools.coco import COCO
+
+    from robustseg.eval.bootstrap import bootstrap_ap, bootstrap_drop
+    m = pd.read_csv(run.out / "metrics.csv")
+    ap = m[m.metric.isin(["AP", "AP50", "AP75"])]
+    assert ap.ci_lo.notna().all() and ((ap.ci_lo <= ap.value + 1e-9) & (ap.value <= ap.ci_hi + 1e-9)).all()
+    clean = ap[ap.kind == "clean"]
+    assert (clean.drop_ci_lo == 0).all() and (clean.drop_ci_hi == 0).all()
+    # the stored figures are bootstrap_ap / bootstrap_drop with the run's resamples (seed of the pass)
+    gt = COCO(str(data[0]))
+    ids = sorted(gt.getImgIds())
+    seed = derived_seed(3, "bootstrap", "images")
+    preds = {p: json.loads((run.out / "predictions" / f"{p}.json").read_text()) for p in ("clean", "corrupt-fog-s4")}
+    row = m[(m.point == "corrupt-fog-s4") & (m.iou_type == "segm") & (m.metric == "AP")].iloc[0]
+    want = bootstrap_ap(gt, preds["corrupt-fog-s4"], ids, "segm", n_boot=200, seed=seed)
+    assert (row.ci_lo, row.ci_hi) == (pytest.approx(want["lo"], abs=1e-6), pytest.approx(want["hi"], abs=1e-6))
+    drop = bootstrap_drop(gt, preds["clean"], preds["corrupt-fog-s4"], ids, "segm", n_boot=200, seed=seed)
+    assert (row.drop_ci_lo, row.drop_ci_hi) == (pytest.approx(drop["lo"], abs=1e-6),
+                                                pytest.approx(drop["hi"], abs=1e-6))
+    mpc = m[(m.point == "mPC-benchmark") & (m.metric == "mPC")]
+    assert ((mpc.ci_lo <= mpc.value) & (mpc.value <= mpc.ci_hi) & (mpc.ci_hi > mpc.ci_lo)).all()
+    assert "[" in run.summary().splitlines()[-2]  # the printed mPC carries its interval
+    off = run_corruptions(lm, *data, corruptions="fog", severities=1, out=tmp_path / "off", bootstrap=0,
+                          progress=False)
+    m0 = pd.read_csv(off.out / "metrics.csv")
+    assert m0.ci_lo.isna().all() and m0.drop_ci_hi.isna().all()
+    assert json.loads((off.out / "run.json").read_text())["intervals"]["method"].startswith("none")

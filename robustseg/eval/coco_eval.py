@@ -59,13 +59,18 @@ def _load_results(gt: COCO, results: list[dict], iou_type: str) -> COCO:
 
 
 def evaluate(gt: COCO, results: list[dict], image_ids: Iterable[int] | None = None,
-             iou_types: Sequence[str] = IOU_TYPES, per_class: bool = True) -> dict:
+             iou_types: Sequence[str] = IOU_TYPES, per_class: bool = True, resamples=None) -> dict:
     """COCO metrics for ``results`` against ``gt``, restricted to ``image_ids`` if given.
 
     Returns ``{"bbox": {"AP": .., "AP50": .., ...}, "segm": {...}, "per_class": {"bbox": {cat_id: AP}, ...}}``
-    with AP values in [0,1] (-1 where COCO has nothing to evaluate, as pycocotools reports).
+    with AP values in [0,1] (-1 where COCO has nothing to evaluate, as pycocotools reports). With ``resamples``
+    (eval/bootstrap.py: rows of positions into the sorted image ids) also ``"boots": {iou_type: {"AP": array,
+    "AP50": .., "AP75": ..}}``, one value per resample, from the same matching.
     """
     out: dict = {"per_class": {}}
+    if resamples is not None:
+        from .bootstrap import boots_of_eval
+        out["boots"] = {}
     ids = sorted(int(i) for i in image_ids) if image_ids is not None else sorted(gt.getImgIds())
     for iou_type in iou_types:
         dt = _load_results(gt, results, iou_type)
@@ -84,6 +89,8 @@ def evaluate(gt: COCO, results: list[dict], image_ids: Iterable[int] | None = No
                 p = prec[:, :, k, 0, -1]
                 per[int(cat)] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
             out["per_class"][iou_type] = per
+        if resamples is not None:  # last: re-accumulating changes ev
+            out["boots"][iou_type] = boots_of_eval(ev, resamples)
     return out
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..corruptions import MIN_SIDE, corrupt_batch
 from ..corruptions import benchmark as cb
+from ..eval.bootstrap import interval
 from ..eval.coco_eval import IOU_TYPES, predict, to_coco_results
 from ..fileio import write_png
 from ..report.grid import image_grid
@@ -104,10 +107,26 @@ class Corruptions(Kind):
                 self.performance[t][group] = perf
                 base = {"kind": self.name, "point": f"mPC-{group}", "attack": "mPC", "norm": "none", "eps_label": "",
                         "steps": 0, "corruption": group, "iou_type": t}
-                scored.rows += [{**base, "metric": "mPC", "value": perf["mPC"]},
-                                {**base, "metric": "rPC", "value": perf["rPC"]}]
+                mpc_ci, rpc_ci = self.intervals(scored, t, group)
+                scored.rows += [{**base, "metric": "mPC", "value": perf["mPC"], **mpc_ci},
+                                {**base, "metric": "rPC", "value": perf["rPC"], **rpc_ci}]
+                perf.update(mPC_ci=[mpc_ci.get("ci_lo"), mpc_ci.get("ci_hi")],
+                            rPC_ci=[rpc_ci.get("ci_lo"), rpc_ci.get("ci_hi")])
         self.class_rows = self.per_class(ctx, scored)
         scored.extra.update(corruption_performance=self.performance)
+
+    def intervals(self, scored, iou_type: str, group: str) -> tuple[dict, dict]:
+        """Bootstrap intervals of mPC and rPC: the same double mean (and ratio to clean AP) on every resample of
+        the images, which every point shares (run/scoring.py)."""
+        clean = scored.boots("clean", iou_type)
+        if clean is None:
+            return {}, {}
+        per = [np.mean([scored.boots(point_key(n, s), iou_type) for s in self.severities], axis=0)
+               for n in self.names if cb.group_of(n) == group]
+        mpc = np.mean(per, axis=0)
+        lo, hi = interval(mpc)
+        rlo, rhi = interval(mpc / np.where(clean > 0, clean, np.nan))
+        return {"ci_lo": lo, "ci_hi": hi}, {"ci_lo": rlo, "ci_hi": rhi}
 
     def per_class(self, ctx, scored) -> list[dict]:
         names = dict(zip(ctx.lm.category_ids, ctx.lm.class_names))
@@ -166,9 +185,14 @@ def summary_text(evals: dict, names: list[str], severities: list[int], performan
         scope = "" if b["complete"] else (f" (partial: {len(b['corruptions'])} of {len(cb.GROUPS[group])} "
                                           f"corruptions, severities {','.join(map(str, b['severities']))})")
         label = "mPC" if group == "benchmark" else "extra mPC"
-        lines.append(f"{group}{scope}: P {_cell(b['P'])}/{_cell(s['P'])}  {label} {_cell(b['mPC'])}/{_cell(s['mPC'])}"
-                     f"  rPC {_pct(b['rPC'])}/{_pct(s['rPC'])}  (bbox/segm)")
+        lines.append(f"{group}{scope}: P {_cell(b['P'])}/{_cell(s['P'])}  {label} {_cell(b['mPC'])}{_ci(b)}/"
+                     f"{_cell(s['mPC'])}{_ci(s)}  rPC {_pct(b['rPC'])}/{_pct(s['rPC'])}  (bbox/segm)")
     return "\n".join(lines)
+
+
+def _ci(perf: dict) -> str:
+    lo, hi = perf.get("mPC_ci") or (None, None)
+    return "" if lo is None or not math.isfinite(lo) else f" [{lo:.3f},{hi:.3f}]"
 
 
 def _pct(v: float) -> str:

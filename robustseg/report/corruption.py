@@ -32,8 +32,19 @@ def performance_rows(run: RunData) -> list[dict]:
                 scope = (f"partial: {len(perf['corruptions'])} of {len(cb.GROUPS[group])} corruptions, severities "
                          f"{','.join(map(str, perf['severities']))}")
             rows.append({"group": group, "iou_type": t, "P": perf["P"], "mPC": perf["mPC"],
-                         "rPC": perf["rPC"], "complete": perf["complete"], "scope": scope})
+                         "rPC": perf["rPC"], "complete": perf["complete"], "scope": scope,
+                         **{f"{k}_ci": _stored_ci(run, group, t, k) for k in ("mPC", "rPC")}})
     return rows
+
+
+def _stored_ci(run: RunData, group: str, iou_type: str, metric: str) -> tuple:
+    """The bootstrap interval the run stored beside its mPC/rPC row ((None, None) without one)."""
+    m = run.metrics
+    r = m[(m.point == f"mPC-{group}") & (m.iou_type == iou_type) & (m.metric == metric)]
+    if r.empty:
+        return None, None
+    lo, hi = float(r.ci_lo.iloc[0]), float(r.ci_hi.iloc[0])
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (None, None)
 
 
 def has_corruptions(run: RunData) -> bool:

@@ -38,17 +38,30 @@ def env() -> Environment:
                     undefined=ChainableUndefined)
     e.filters["num"] = lambda v, fmt="%.3f": "–" if v is None or (isinstance(v, float) and math.isnan(v)) \
         else fmt % v
+    e.filters["ci"] = lambda pair: "" if not pair or pair[0] is None or pair[1] is None \
+        else f"[{pair[0]:.3f}, {pair[1]:.3f}]"
     return e
 
 
+def _finite(v) -> float | None:
+    return float(v) if v is not None and isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
 def headline(run: RunData) -> list[dict]:
-    """Per iou_type: clean AP, worst attacked AP (over eps-swept attacks, not random) and the drop."""
+    """Per iou_type: clean AP, worst attacked AP (over eps-swept attacks, not random) and the drop, each with its
+    bootstrap interval when the run has one."""
     out = []
     for t in ("bbox", "segm"):
         clean, worst = run.clean_value(t), run.worst(t)
-        out.append({"iou_type": t, "clean": clean, "worst": None if worst is None else float(worst.value),
-                    "worst_point": None if worst is None else worst.point,
-                    "drop": None if worst is None else clean - float(worst.value)})
+        c = run.ap(t)
+        c = c[c.kind == "clean"].iloc[0]
+        row = {"iou_type": t, "clean": clean, "clean_ci": (_finite(c.ci_lo), _finite(c.ci_hi)),
+               "worst": None, "worst_point": None, "drop": None, "worst_ci": (None, None), "drop_ci": (None, None)}
+        if worst is not None:
+            row.update(worst=float(worst.value), worst_point=worst.point, drop=clean - float(worst.value),
+                       worst_ci=(_finite(worst.ci_lo), _finite(worst.ci_hi)),
+                       drop_ci=(_finite(worst.drop_ci_lo), _finite(worst.drop_ci_hi)))
+        out.append(row)
     return out
 
 
@@ -81,8 +94,10 @@ def point_rows(run: RunData, points: list[str] | None = None) -> list[dict]:
             for metric in ("AP", "AP50", "AP75"):
                 v = g[(g.iou_type == t) & (g.metric == metric)].value
                 row[f"{t}_{metric}"] = float(v.iloc[0]) if len(v) else None
-            d = g[(g.iou_type == t) & (g.metric == "AP")].drop_abs
-            row[f"{t}_drop"] = float(d.iloc[0]) if len(d) else None
+            ap = g[(g.iou_type == t) & (g.metric == "AP")]
+            row[f"{t}_drop"] = float(ap.drop_abs.iloc[0]) if len(ap) else None
+            for col in ("ci_lo", "ci_hi", "drop_ci_lo", "drop_ci_hi"):
+                row[f"{t}_{col}"] = _finite(ap[col].iloc[0]) if len(ap) else None
         rows.append(row)
     return rows
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import RobustsegError
+from ..eval.bootstrap import AP_METRICS, interval, resamples
 from ..eval.coco_eval import IOU_TYPES, METRICS, evaluate
 from ..fileio import write_json
 from ..results import write_csv, write_metrics
+from ..utils import derived_seed
 from .kind import Point
 
 CLEAN = Point("clean", "clean", {"attack": "clean", "norm": "none", "eps": 0.0, "eps_label": "0", "steps": 0})
@@ -30,6 +34,22 @@ class Scored:
     def base(self, point: Point) -> dict:
         return {"kind": point.kind, "point": point.key, **point.columns, **self.columns.get(point.key, {})}
 
+    def boots(self, key: str, iou_type: str, metric: str = "AP") -> np.ndarray | None:
+        """Point ``key``'s metric on every bootstrap resample of its pass (None without intervals)."""
+        b = self.evals[key].get("boots")
+        return None if b is None else b[iou_type][metric]
+
+    def intervals(self, point: Point, iou_type: str, metric: str) -> dict:
+        """ci_lo/ci_hi of the metric and, on the main pass, drop_ci_lo/hi of the drop paired with clean."""
+        b = self.boots(point.key, iou_type, metric) if metric in AP_METRICS else None
+        if b is None:
+            return {}
+        lo, hi = interval(b)
+        out = {"ci_lo": lo, "ci_hi": hi}
+        if point.pass_name == CLEAN.pass_name:
+            out["drop_ci_lo"], out["drop_ci_hi"] = interval(self.boots(CLEAN.key, iou_type, metric) - b)
+        return out
+
     def run_info(self) -> dict:
         failed = [f for rows in self.failed.values() for f in rows]
         return {"failed_images": failed, "num_failed_images": len(failed),
@@ -45,12 +65,16 @@ def score(ctx, run_dir, passes: dict, points: list[Point]) -> Scored:
         eval_ids[name] = [i for i in p.source.image_ids if i not in bad]
     if not eval_ids["images"]:
         raise RobustsegError("no image could be read; nothing to evaluate (see run.json)")
+    n_boot = ctx.opts.bootstrap
+    rows = {name: resamples(len(ids), n_boot, derived_seed(ctx.seed, "bootstrap", name)) if n_boot and ids else None
+            for name, ids in eval_ids.items()}  # positions into the sorted ids, as evaluate orders them
     results, evals = {}, {}
     for point in [CLEAN, *points]:
         src = passes[point.pass_name].source
         order = {iid: n for n, iid in enumerate(src.image_ids)}
         results[point.key] = run_dir.merged(point.pass_name, point.key, order)
-        evals[point.key] = evaluate(src.gt, results[point.key], eval_ids[point.pass_name])
+        evals[point.key] = evaluate(src.gt, results[point.key], eval_ids[point.pass_name],
+                                    resamples=rows[point.pass_name])
     return Scored([CLEAN, *points], results, evals, eval_ids, failed)
 
 
@@ -63,7 +87,8 @@ def write_scored(ctx, run_dir, scored: Scored) -> None:
         write_json(out / "predictions" / f"{point.key}.json", scored.results[point.key])
         m, base = scored.evals[point.key], scored.base(point)
         for t in IOU_TYPES:
-            rows += [{**base, "iou_type": t, "metric": k, "value": m[t][k]} for k in METRICS]
+            rows += [{**base, "iou_type": t, "metric": k, "value": m[t][k], **scored.intervals(point, t, k)}
+                     for k in METRICS]
             class_rows += [{**base, "iou_type": t, "category_id": c, "category": names.get(c, str(c)), "AP": ap}
                            for c, ap in m["per_class"][t].items()]
     scored.metrics = write_metrics(out, rows + scored.rows)
