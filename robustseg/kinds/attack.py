@@ -46,8 +46,15 @@ def build_attack(point: AttackPoint):
     return cls(**kwargs)
 
 
+def _objective_key(p: AttackPoint) -> tuple:
+    return (p.objective, p.losses, p.target_class)
+
+
 def _count(outputs) -> list[int]:
     return [int((o["scores"] >= SCORE_THRESHOLD).sum()) for o in outputs]
+
+
+CLEAN_MEASURE = 1.0 + GRADIENT_COST  # per objective and image: its clean loss, and its clean input gradient
 
 
 def point_cost(p: AttackPoint) -> float:
@@ -82,7 +89,9 @@ class AttackSweep(Kind):
                                           "steps": p.steps}) for p in self.plan if p.attack != "foolbox"]
 
     def cost_per_image(self, ctx) -> float:
-        return sum(point_cost(p) for p in self.plan)
+        """The points, and per objective the clean loss and gradient health measured once (CLEAN_MEASURE)."""
+        return sum(point_cost(p) for p in self.plan) + CLEAN_MEASURE * len(
+            {_objective_key(p) for p in self.plan if p.attack != "foolbox"})
 
     def target_label(self, lm: LoadedModel, point: AttackPoint) -> int | None:
         if point.target_class in (None, "next"):
@@ -95,6 +104,7 @@ class AttackSweep(Kind):
         out = BatchOut(rows={"per_image": [], "grads": [], "foolbox": []})
         clean_counts, losses_clean = _count(batch.clean), {}
         for point in self.plan:
+            batch.progress(0, point.key)
             s = derived_seed(ctx.seed, point.key, batch.key)
             if point.attack == "foolbox":
                 out.rows["foolbox"] += self.foolbox(ctx, point, imgs, batch.targets, ids, s)
@@ -103,11 +113,12 @@ class AttackSweep(Kind):
             objective = make_objective(point.objective, point.losses)
             targets = attack_targets(point.objective, batch.targets, batch.clean, ctx.lm.num_classes,
                                      self.target_label(ctx.lm, point))
-            okey = (point.objective, point.losses, point.target_class)
+            okey = _objective_key(point)
             if okey not in losses_clean:
                 losses_clean[okey] = checks.per_image_losses(model, imgs, targets, objective,
                                                              derived_seed(ctx.seed, batch.key))
                 out.rows["grads"] += checks.gradient_health(model, imgs, targets, objective, ids, point.objective)
+                batch.progress(len(ids) * CLEAN_MEASURE)
             torch.manual_seed(s)
             adv = build_attack(point)(model, imgs, targets, [point.eps],
                                       with_amp(objective, ctx.opts.amp, ctx.device),

@@ -85,6 +85,7 @@ class Corruptions(Kind):
             seeds = [derived_seed(ctx.seed, "corruption", name, severity, iid) for iid in batch.ids]
             images = corrupt_batch(batch.images, name, severity, seeds)
             key = point_key(name, severity)
+            batch.progress(0, key)
             for iid, x in zip(batch.ids, images):
                 if iid in self.example_ids:
                     write_png(self.out / "examples" / key / f"{iid}.png", x)

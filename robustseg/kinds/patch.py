@@ -170,6 +170,7 @@ class Patches(Kind):
         for b in ["", *self.suite["baselines"]]:
             xs = [paste(x, self.variants[b], pl) for x, pl in zip(batch.images, pls)]
             name = self.point_name("universal", b)
+            batch.progress(0, name)
             out.predictions[name] = self.predictions(ctx, xs, batch.ids)
             out.rows["patch_images"] += [{"image_id": iid, "point": name, "area": pl.area_fraction(*x.shape[1:]),
                                           "held": bool(pl.ok)} for iid, x, pl in zip(batch.ids, batch.images, pls)]
@@ -186,6 +187,7 @@ class Patches(Kind):
                                     *x.shape[1:], t["boxes"], cfg)] for iid, x, t in zip(ids, imgs, batch.targets)]
         else:
             pls = placements_for(batch.targets, cfg["relative_side"])
+        batch.progress(0, f"patch-{kind} (optimising)")
         adv, history = optimise_fixed(ctx.lm.model, imgs, batch.targets, pls, ids, s["objective"], self.losses,
                                       ctx.lm.num_classes, self.target_label, cfg["steps"], cfg["lr"], ctx.seed)
         batch.progress(len(ids) * cfg["steps"] * GRADIENT_COST)
@@ -194,6 +196,7 @@ class Patches(Kind):
         out = BatchOut(rows={"patch_images": []})
         for b, ps in variants.items():
             name = self.point_name(kind, b)
+            batch.progress(0, name)
             xs = [render(x, p, pl) for x, p, pl in zip(imgs, ps, pls)]
             out.predictions[name] = self.predictions(ctx, xs, ids)
             out.rows["patch_images"] += [{"image_id": iid, "point": name, "area": area_fraction(pl, *x.shape[1:]),

@@ -75,6 +75,7 @@ class Probes(Kind):
             if iid in self.example_ids:
                 write_png(self.out / "examples" / "clean" / f"{iid}.png", x)
         for n in self.image_probes:
+            batch.progress(0, f"probe-{n}")
             probed = [apply_probe(n, x, m, self.cfg, np.random.default_rng(derived_seed(ctx.seed, n, iid)))
                       for x, m, iid in zip(clean, masks, batch.ids)]
             out.predictions[f"probe-{n}"] = self.predictions(ctx, f"probe-{n}", probed, batch.ids, self.example_ids)

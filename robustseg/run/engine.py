@@ -16,6 +16,7 @@ from ..results import check_resumable, read_metrics
 from ..eval.coco_eval import predict, to_coco_results
 from .context import RunContext, RunOptions, open_context
 from .kind import Batch, BatchOut, Kind, Pass, Source
+from .progress import Progress
 from .rundir import RunDir, refuse_early
 from .scoring import score_and_write
 from .stream import PassRunner
@@ -57,6 +58,7 @@ class _MainWork:
         self.ctx, self.kinds = ctx, kinds
 
     def __call__(self, batch: Batch) -> BatchOut:
+        batch.progress(0, "clean")
         clean = predict(self.ctx.lm.model, batch.images)
         batch.clean = clean
         out = BatchOut({"clean": [r for o, iid in zip(clean, batch.ids)
@@ -71,9 +73,8 @@ def _main_source(ctx: RunContext) -> Source:
     return Source(ctx.ds.image_ids, ctx.ds.load_image, ctx.ds.target, ctx.ds.coco)
 
 
-def _bar(ctx: RunContext, total: float, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="work", disable=not ctx.opts.progress or not ctx.dist.main,
-                dynamic_ncols=True, bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
+def _bar(ctx: RunContext, total: float, desc: str) -> Progress:
+    return Progress(total, desc, enabled=ctx.opts.progress and ctx.dist.main)
 
 
 def _run_passes(ctx: RunContext, kinds: list[Kind], run_dir: RunDir) -> dict[str, Pass]:

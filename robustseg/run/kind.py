@@ -29,7 +29,7 @@ class Batch:
     ids: list[int]
     key: int                        # the batch's first image id: seeds derive from it, never from its position
     clean: list[dict] | None        # the model's clean outputs (main pass only)
-    progress: Callable[[float], None]
+    progress: Callable[..., None]   # progress(units, point=None): units done; point: what runs now (the bar)
 
 
 @dataclass

@@ -39,7 +39,7 @@ class PassRunner:
     """Streams one pass for this rank into ``run_dir``; ``work(batch) -> BatchOut`` is the kinds' work."""
 
     def __init__(self, name: str, source: Source, work: Callable[[Batch], BatchOut], run_dir: RunDir, ctx,
-                 cost_per_image: float, bar: tqdm):
+                 cost_per_image: float, bar):
         self.name, self.source, self.work, self.run_dir, self.ctx = name, source, work, run_dir, ctx
         self.cost, self.bar = cost_per_image, bar
 
@@ -51,7 +51,7 @@ class PassRunner:
         plan = []
         for idx in mine:
             todo = [i for i in idx if ids[i] not in finished]
-            self.bar.update((len(idx) - len(todo)) * self.cost)
+            self.bar.skip((len(idx) - len(todo)) * self.cost)
             if todo:
                 plan.append((ids[idx[0]], todo))
         return plan
@@ -61,7 +61,7 @@ class PassRunner:
             raise RobustsegError(f"image {iid}: {err}")
         tqdm.write(f"skipping image {iid}: {err}", file=sys.stderr)
         self.run_dir.append(self.name, "failed", [{"image_id": iid, "error": err}])
-        self.bar.update(self.cost)
+        self.bar.skip(self.cost)
 
     def run(self, pre_failed: dict[int, str], log_pre_failed: bool = True) -> None:
         finished = self.run_dir.finished_ids(self.name)
@@ -74,7 +74,7 @@ class PassRunner:
         plan = []
         for key, todo in self.plan():
             usable = [i for i in todo if self.source.image_ids[i] not in pre_failed]
-            self.bar.update((len(todo) - len(usable)) * self.cost)
+            self.bar.skip((len(todo) - len(usable)) * self.cost)
             if usable:
                 plan.append((key, usable))
         device = self.ctx.device
