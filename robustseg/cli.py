@@ -166,7 +166,7 @@ def cmd_attack(args) -> int:
         suite = load_suite(args.suite)
     _check_early(args)
     res = run_suite(_model_arg(args), suite, args.data, args.images, out=args.out, force=args.force,
-                    resume=args.resume, **_run_options(args))
+                    resume=args.resume, checks=args.checks, **_run_options(args))
     return _report(res, "metrics.csv, per_image.csv, predictions/, run.json, report.html")
 
 
@@ -251,6 +251,9 @@ def _parser_attack(sub) -> None:
     _add_run_opts(a, "reports/<model>-<suite>-<time>/")
     a.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision for the attacks' forward passes "
                                                            "(bf16, or fp16 on CUDA); predictions stay float32")
+    a.add_argument("--checks", choices=["full", "quick", "off"], default="quick",
+                   help="sanity checks: quick (default; the unbounded-attack probe only within the attacks' own "
+                        "cost), full (always PGD-20 at eps 1 on 8 images) or off (none: said loudly in the report)")
     a.set_defaults(func=cmd_attack)
 
 

@@ -66,19 +66,37 @@ class AttackSweep(Kind):
     name = "attack"
     default_limit = DEFAULT_LIMIT
 
-    def __init__(self, suite: Suite, sanity_images: int | None = None):
-        self.suite, self.sanity_images = suite, sanity_images
+    def __init__(self, suite: Suite, sanity_images: int | None = None, checks_mode: str = "quick"):
+        if checks_mode not in checks.CHECKS:
+            raise RobustsegError(f"checks must be one of {', '.join(checks.CHECKS)}, not {checks_mode!r}")
+        self.suite, self.sanity_images, self.checks = suite, sanity_images, checks_mode
         self.plan: list[AttackPoint] = suite.points
 
     def fingerprint(self, ctx) -> dict:
         return {"suite": self.suite.as_dict()["points"]}
 
     def describe(self, ctx) -> dict:
-        return {"suite": self.suite.as_dict()}
+        return {"suite": self.suite.as_dict(), "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
 
     def check(self, ctx) -> None:
         self.plan = _checked_points(self.suite, ctx.lm, ctx.ds)
         with_amp(make_objective("gt"), ctx.opts.amp, ctx.device)  # an unusable --amp fails here, before any work
+        usable = len(ctx.ds) - len(ctx.problems)
+        gradients = usable * sum(p.steps for p in self.plan if p.attack not in ("random", "foolbox"))
+        self.probe_plan = checks.plan_probe(self.checks, usable, gradients, self.sanity_images)
+
+    def prepare(self, ctx, run_dir) -> None:
+        """Say up front what the checks cost (the main rank, before any work)."""
+        p = self.probe_plan
+        if self.checks == "off":
+            tqdm.write("checks: OFF (--checks off): no sanity checks, no per-image objective values; nothing in this "
+                       "run can tell a robust model from one with masked gradients", file=sys.stderr)
+        elif p["images"]:
+            tqdm.write(f"checks ({self.checks}): after the attacks, the unbounded-attack probe: PGD-{p['steps']} at "
+                       f"eps {p['eps']:g} on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
+                       f"evaluations; per point, each image's objective measured once more", file=sys.stderr)
+        else:
+            tqdm.write(f"checks ({self.checks}): unbounded-attack probe skipped ({p['skipped']})", file=sys.stderr)
 
     def ready(self, ctx, run_dir) -> None:
         self.out = run_dir.path
@@ -89,9 +107,14 @@ class AttackSweep(Kind):
                                           "steps": p.steps}) for p in self.plan if p.attack != "foolbox"]
 
     def cost_per_image(self, ctx) -> float:
-        """The points, and per objective the clean loss and gradient health measured once (CLEAN_MEASURE)."""
-        return sum(point_cost(p) for p in self.plan) + CLEAN_MEASURE * len(
+        """The points, and (checks on) per objective the clean loss and gradient health measured once."""
+        if self.checks == "off":
+            return sum(self.point_cost(p) for p in self.plan)
+        return sum(self.point_cost(p) for p in self.plan) + CLEAN_MEASURE * len(
             {_objective_key(p) for p in self.plan if p.attack != "foolbox"})
+
+    def point_cost(self, p: AttackPoint) -> float:
+        return point_cost(p) - (1.0 if self.checks == "off" and p.attack != "foolbox" else 0.0)
 
     def target_label(self, lm: LoadedModel, point: AttackPoint) -> int | None:
         if point.target_class in (None, "next"):
@@ -108,13 +131,15 @@ class AttackSweep(Kind):
             s = derived_seed(ctx.seed, point.key, batch.key)
             if point.attack == "foolbox":
                 out.rows["foolbox"] += self.foolbox(ctx, point, imgs, batch.targets, ids, s)
-                batch.progress(len(ids) * point_cost(point))
+                batch.progress(len(ids) * self.point_cost(point))
                 continue
             objective = make_objective(point.objective, point.losses)
             targets = attack_targets(point.objective, batch.targets, batch.clean, ctx.lm.num_classes,
                                      self.target_label(ctx.lm, point))
             okey = _objective_key(point)
-            if okey not in losses_clean:
+            if self.checks == "off":
+                losses_clean[okey] = [math.nan] * len(ids)
+            elif okey not in losses_clean:
                 losses_clean[okey] = checks.per_image_losses(model, imgs, targets, objective,
                                                              derived_seed(ctx.seed, batch.key))
                 out.rows["grads"] += checks.gradient_health(model, imgs, targets, objective, ids, point.objective)
@@ -128,10 +153,11 @@ class AttackSweep(Kind):
             adv_out = predict(model, adv)
             out.predictions[point.key] = [r for o, iid in zip(adv_out, ids)
                                           for r in to_coco_results(o, iid, ctx.lm.category_ids)]
-            loss_adv = checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key))
+            loss_adv = [math.nan] * len(ids) if self.checks == "off" else \
+                checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key))
             out.rows["per_image"] += _per_image_rows(point, ids, imgs, adv, losses_clean[okey], loss_adv,
                                                      clean_counts, _count(adv_out))
-            batch.progress(len(ids) * point_cost(point))
+            batch.progress(len(ids) * self.point_cost(point))
         return out
 
     def foolbox(self, ctx, point: AttackPoint, imgs, tgts, ids, seed: int) -> list[dict]:
@@ -157,8 +183,10 @@ class AttackSweep(Kind):
         if fb:
             write_csv(out / "object_accuracy.csv", _object_accuracy(fb))
         grads = run_dir.read_all("images", "grads")
-        checks.write_sanity(ctx, self, scored, per_image, grads, out, self.sanity_images)
-        nonfinite = sum(1 for r in per_image if not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
+        if self.checks != "off":
+            checks.write_sanity(ctx, self, scored, per_image, grads, out, self.probe_plan)
+        nonfinite = None if self.checks == "off" else \
+            sum(1 for r in per_image if not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
         return {"nonfinite_losses": nonfinite, "nonfinite_gradients": sum(1 for g in grads if not g["finite"])}
 
     def stats_rows(self, ctx, scored) -> list[dict]:
@@ -223,11 +251,13 @@ def _object_accuracy(rows: list[dict]) -> list[dict]:
 
 def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
               data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
-              force: bool = False, resume: bool = False, sanity_images: int | None = None, **options):
+              force: bool = False, resume: bool = False, sanity_images: int | None = None, checks: str = "quick",
+              **options):
     """Attack ``model`` with every point of ``suite`` (default quick) on a dataset (default: the first 32 images
     of the built-in synthetic split) and write the results directory; returns a RunResult (None on torchrun
     ranks other than 0). ``options`` are RunOptions: limit, batch_size, device, seed, on_error, amp, workers,
-    progress, command, category_map. ``sanity_images``: images for the unbounded-attack check (0 skips it)."""
+    progress, command, category_map, bootstrap. ``checks``: full, quick (default: the unbounded-attack probe
+    within the attacks' own cost) or off (docs/objectives.md, "Sanity checks"); ``sanity_images``: images for that probe (0 skips it)."""
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    return execute([AttackSweep(suite, sanity_images)], model, data, images, out=out, opts=RunOptions(**options),
+    return execute([AttackSweep(suite, sanity_images, checks)], model, data, images, out=out, opts=RunOptions(**options),
                    force=force, resume=resume, label=suite.name)

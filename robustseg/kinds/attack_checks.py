@@ -36,9 +36,31 @@ def gradient_health(model, images, targets, objective, ids, objective_name: str)
             for g, iid in zip(grads, ids)]
 
 
-def unbounded(ctx, eval_ids: list[int], clean_results: list[dict]) -> dict:
+CHECKS = ("full", "quick", "off")
+
+
+def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None) -> dict:
+    """The unbounded probe's size. ``full``: sanity.UNBOUNDED (20 steps on 8 images). ``quick`` (the default):
+    the same steps on as many of those images as keep its gradient evaluations within the attacks' own, none if
+    not even one fits (a one-step attack on 4 images). ``off``: none. ``sanity_images`` (tests) fixes the count."""
+    steps, most = sanity.UNBOUNDED["steps"], min(sanity.UNBOUNDED["images"], images)
+    if mode == "off":
+        n, reason = 0, "--checks off"
+    elif sanity_images is not None:
+        n, reason = min(sanity_images, images), "" if sanity_images else "sanity_images=0"
+    elif mode == "full":
+        n, reason = most, ""
+    else:
+        n = min(most, attack_gradients // steps)
+        reason = "" if n else (f"one image would take {steps} gradient evaluations, more than the attacks' own "
+                               f"{attack_gradients}; --checks full runs it")
+    return {"images": n, "steps": steps, "eps": sanity.UNBOUNDED["eps"], "gradient_evaluations": n * steps,
+            "skipped": reason}
+
+
+def unbounded(ctx, eval_ids: list[int], clean_results: list[dict], steps: int) -> dict:
     """The gradient-masking probe: PGD at eps 1.0 from the clean image on a few images (sanity.py)."""
-    cfg, lm, ds = sanity.UNBOUNDED, ctx.lm, ctx.ds
+    cfg, lm, ds = {**sanity.UNBOUNDED, "steps": steps}, ctx.lm, ctx.ds
     pos = {iid: i for i, iid in enumerate(ds.image_ids)}
     results = []
     attack = PGD(steps=cfg["steps"], random_start=False)
@@ -56,8 +78,9 @@ def unbounded(ctx, eval_ids: list[int], clean_results: list[dict]) -> dict:
             "clean_ap": clean["bbox"]["AP"]}
 
 
-def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, sanity_images) -> None:
-    n = sanity.UNBOUNDED["images"] if sanity_images is None else sanity_images
+def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, probe_plan: dict) -> None:
+    n = probe_plan["images"]
     eval_ids = scored.eval_ids["images"]
-    probe = unbounded(ctx, eval_ids[:n], scored.results["clean"]) if ctx.ds.has_annotations and n else None
+    probe = unbounded(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
+        if ctx.ds.has_annotations and n else None
     write_json(out / "sanity.json", sanity.run_checks(scored.metrics, sweep.plan, per_image, grads, probe))

@@ -265,10 +265,13 @@ def build_context(run: RunData, out_dir: Path) -> dict:
     patch_images = [_embed_png(p) for p in sorted((run.path / "patches").glob("*.png"))] \
         if (run.path / "patches").is_dir() else []
     verdict, checks = sanity_checks(run.sanity)
+    plan = (run.info.get("attack") or {}).get("checks") if isinstance(run.info.get("attack"), dict) else None
+    plan = plan if isinstance(plan, dict) else {}
     objects = optional("object-level attacks", lambda: csv_table(run.path / "object_accuracy.csv"), None)
     return {
         "run": run, "info": run.info, "headline": headline(run), "families": families, "special": special,
-        "patch_images": patch_images, "sanity_verdict": verdict, "sanity": checks, "object_accuracy": objects,
+        "patch_images": patch_images, "sanity_verdict": verdict, "sanity": checks,
+        "checks_mode": plan.get("mode"), "probe_skipped": (plan.get("unbounded") or {}).get("skipped"), "object_accuracy": objects,
         "all_rows": point_rows(run), "mask_quality_note": mq_note, "has_mask_quality": bool(mq_rows),
         "gradnorms": optional("gradient norms", lambda: _gradnorm_summary(run), []),
         "gradnorm_figure": optional("gradient-norm plot", lambda: images.add(
