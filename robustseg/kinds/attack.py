@@ -19,6 +19,7 @@ from ..attacks.foolbox_bridge import object_robust_accuracy
 from ..attacks.objectives import attack_targets, make_objective, mislabel_to, with_amp
 from ..errors import RobustsegError
 from ..eval.coco_eval import predict, to_coco_results
+from ..eval import object_outcomes as outcomes
 from ..eval.detection_stats import detection_stats
 from ..models.checkpoint import LoadedModel
 from ..report.examples import example_points, save_examples
@@ -177,6 +178,8 @@ class AttackSweep(Kind):
         out, ds = run_dir.path, ctx.ds
         order = {iid: n for n, iid in enumerate(ds.image_ids)}
         write_csv(out / "detection_stats.csv", self.stats_rows(ctx, scored), STATS_COLUMNS)
+        if ds.has_annotations:
+            write_csv(out / "object_outcomes.csv", self.outcome_rows(ctx, scored), outcomes.COLUMNS)
         per_image = sorted(run_dir.read_all("images", "per_image"), key=lambda r: (r["point"], order[r["image_id"]]))
         write_csv(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
         fb = run_dir.merged("images", "foolbox", order)
@@ -188,6 +191,17 @@ class AttackSweep(Kind):
         nonfinite = None if self.checks == "off" else \
             sum(1 for r in per_image if not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
         return {"nonfinite_losses": nonfinite, "nonfinite_gradients": sum(1 for g in grads if not g["finite"])}
+
+    def outcome_rows(self, ctx, scored) -> list[dict]:
+        """Per point, what happened to the ground-truth objects, by class and size (eval/object_outcomes.py)."""
+        ids, gt = scored.eval_ids["images"], ctx.ds.coco
+        names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.dataset["categories"]}
+        rows = []
+        for point in scored.points:
+            if point.kind in ("clean", self.name):
+                objs = outcomes.per_object(gt, scored.results[point.key], ids)
+                rows += outcomes.outcome_rows(point.key, objs, ids, names, scored.resamples.get("images"))
+        return rows
 
     def stats_rows(self, ctx, scored) -> list[dict]:
         lm, rows = ctx.lm, []

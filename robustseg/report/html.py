@@ -27,7 +27,7 @@ from .summary import write_summary
 TEMPLATES = Path(__file__).parent / "templates"
 KIND_SECTIONS = {"probe": ("Probes", ("probes.csv", "shape_bias.csv")), "patch": ("Patches", ("patches.csv",))}
 LINKED_FILES = ("summary.csv", "metrics.csv", "per_class.csv", "per_image.csv", "mask_quality.csv",
-                "detection_stats.csv", "object_accuracy.csv", "gradnorms.csv", "gradnorms_summary.csv",
+                "detection_stats.csv", "object_outcomes.csv", "object_accuracy.csv", "gradnorms.csv", "gradnorms_summary.csv",
                 "probes.csv", "shape_bias.csv", "decisions.csv", "corruptions.csv", "corruption_per_class.csv",
                 "sanity.json", "run.json")
 
@@ -132,6 +132,23 @@ def csv_table(path: Path, points: list[str] | None = None) -> dict | None:
     fmt = lambda v: "" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     return {"file": path.name, "columns": [str(c) for c in df.columns],
             "rows": [[fmt(v) for v in r] for r in df.itertuples(index=False)]}
+
+
+def outcome_table(path: Path, points: list[str]) -> dict | None:
+    """object_outcomes.csv at some points: per class and per size (not both), each rate with its interval."""
+    import pandas as pd
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, dtype={"category": str, "size": str, "point": str})
+    df = df[df.point.isin(points) & ((df.category == "all") | (df["size"] == "all"))]
+    if df.empty:
+        return None
+    outcomes = ("found", "mislabelled", "mislocalised", "vanished")
+    cell = lambda r, o: f"{r[o + '_rate']:.3f}" + ("" if pd.isna(r[o + "_ci_lo"]) else  # noqa: E731
+                                                   f" [{r[o + '_ci_lo']:.3f}, {r[o + '_ci_hi']:.3f}]")
+    rows = [[r.point, r.category, r["size"], str(int(r.objects)), *[cell(r, o) for o in outcomes]]
+            for _, r in df.iterrows()]
+    return {"file": path.name, "columns": ["point", "class", "size", "objects", *outcomes], "rows": rows}
 
 
 def sanity_checks(sanity: dict | None) -> tuple[str | None, list[dict]]:
@@ -247,6 +264,8 @@ def build_context(run: RunData, out_dir: Path) -> dict:
             "per_class": optional("per-class table", lambda: per_class_rows(run, strongest), []),
             "stats": optional("detection stats", lambda: csv_table(run.path / "detection_stats.csv", fam_points),
                               None),
+            "outcomes": optional("object outcomes", lambda: outcome_table(run.path / "object_outcomes.csv",
+                                                                          ["clean", strongest]), None),
             "examples": panels, "examples_note": note})
     special = {}
     for kind, (title, files) in KIND_SECTIONS.items():

@@ -22,7 +22,7 @@ RUN_OUTPUTS = ("work", "predictions", "examples", "plots", "patches", "cue_confl
                "per_class.csv", "per_image.csv", "detection_stats.csv", "object_accuracy.csv", "sanity.json",
                "summary.csv", "mask_quality.csv", "gradnorms.csv", "gradnorms_summary.csv", "probes.csv",
                "shape_bias.json", "shape_bias.csv", "decisions.csv", "patches.csv", "patch_training.csv",
-               "corruptions.csv", "report.html")
+               "corruptions.csv", "corruption_per_class.csv", "object_outcomes.csv", "report.html")
 
 
 def refuse_early(out, force: bool, resume: bool) -> None:

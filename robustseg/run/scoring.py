@@ -30,6 +30,7 @@ class Scored:
     columns: dict[str, dict] = field(default_factory=dict)  # point -> identity columns known only at the end
     extra: dict = field(default_factory=dict)               # kinds' results for the Python API
     metrics: object = None                                  # the written metrics.csv as a DataFrame
+    resamples: dict = field(default_factory=dict)           # pass -> bootstrap rows (positions, sorted ids)
 
     def base(self, point: Point) -> dict:
         return {"kind": point.kind, "point": point.key, **point.columns, **self.columns.get(point.key, {})}
@@ -75,7 +76,7 @@ def score(ctx, run_dir, passes: dict, points: list[Point]) -> Scored:
         results[point.key] = run_dir.merged(point.pass_name, point.key, order)
         evals[point.key] = evaluate(src.gt, results[point.key], eval_ids[point.pass_name],
                                     resamples=rows[point.pass_name])
-    return Scored([CLEAN, *points], results, evals, eval_ids, failed)
+    return Scored([CLEAN, *points], results, evals, eval_ids, failed, resamples=rows)
 
 
 def write_scored(ctx, run_dir, scored: Scored) -> None:
