@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..attacks import ATTACKS
 from ..attacks.foolbox_bridge import object_robust_accuracy
-from ..attacks.objectives import attack_targets, make_objective, mislabel_to, with_amp
+from ..attacks.objectives import attack_targets, make_objective, mislabel_to, target_label_for, with_amp
 from ..errors import RobustsegError
 from ..eval.coco_eval import predict, to_coco_results
 from ..eval import object_outcomes as outcomes
@@ -118,9 +118,7 @@ class AttackSweep(Kind):
         return point_cost(p) - (1.0 if self.checks == "off" and p.attack != "foolbox" else 0.0)
 
     def target_label(self, lm: LoadedModel, point: AttackPoint) -> int | None:
-        if point.target_class in (None, "next"):
-            return None
-        return lm.class_names.index(point.target_class) + 1
+        return target_label_for(point.target_class, lm.class_names)
 
     def work(self, ctx, batch) -> BatchOut:
         """Every attack point on one batch (the clean pass is the engine's: batch.clean)."""
@@ -134,9 +132,9 @@ class AttackSweep(Kind):
                 out.rows["foolbox"] += self.foolbox(ctx, point, imgs, batch.targets, ids, s)
                 batch.progress(len(ids) * self.point_cost(point))
                 continue
-            objective = make_objective(point.objective, point.losses)
+            objective = make_objective(point.objective, point.losses, ctx.lm.num_classes, ctx.lm.class_names)
             targets = attack_targets(point.objective, batch.targets, batch.clean, ctx.lm.num_classes,
-                                     self.target_label(ctx.lm, point))
+                                     self.target_label(ctx.lm, point), ctx.lm.class_names)
             okey = _objective_key(point)
             if self.checks == "off":
                 losses_clean[okey] = [math.nan] * len(ids)
@@ -211,9 +209,10 @@ class AttackSweep(Kind):
                 continue
             p = by_key.get(point.key)
             target = None
-            if p is not None and p.objective == "mislabel":
+            if p is not None and p.objective in ("mislabel", "mislabel-margin"):
                 label = self.target_label(lm, p)
-                target = {cid: lm.category_ids[int(mislabel_to(torch.tensor([i + 1]), lm.num_classes, label)) - 1]
+                target = {cid: lm.category_ids[int(mislabel_to(torch.tensor([i + 1]), lm.num_classes, label,
+                                                               lm.class_names)) - 1]
                           for i, cid in enumerate(lm.category_ids)}
             rows.append({**scored.base(point), "objective": p.objective if p else "none",
                          **detection_stats(ctx.ds.coco, scored.results[point.key], scored.eval_ids["images"],
@@ -239,9 +238,7 @@ def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, clean_counts, a
 def _checked_points(suite: Suite, lm: LoadedModel, ds) -> list[AttackPoint]:
     points = suite.points
     for p in points:
-        if p.target_class not in (None, "next") and p.target_class not in lm.class_names:
-            raise RobustsegError(f"target_class {p.target_class!r} is not a class of the model "
-                                 f"({', '.join(lm.class_names[:10])}...)")
+        target_label_for(p.target_class, lm.class_names)  # a placeholder or unknown class: refused, naming real ones
     if not ds.has_annotations and any(p.objective == "gt" for p in points):
         tqdm.write("notice: the dataset has no annotations; attacking the model's own confident detections "
                    "(objective 'pseudo') instead of ground truth; AP needs ground truth and reads -1", file=sys.stderr)

@@ -27,7 +27,7 @@ class Progress:
 
     def skip(self, units: float) -> None:
         """Work already done (resume) or not to do (unusable images): counted, but not in the rate."""
-        if units:
+        if units and not self.bar.disable:  # a disabled tqdm keeps no counts
             self.bar.initial += units
             self.bar.update(units)
 
