@@ -1,0 +1,148 @@
+"""The whole default `robustseg attack` run against its floor, with a per-stage breakdown.
+
+Floor: what the suite's attacks cannot avoid, on the same images and batch size: per batch, every gradient step
+of every point as a bare forward+backward (attack_mode, the summed losses, autograd.grad) and one prediction per
+point plus the clean one. The run is timed as one call of run_suite; its stages come from timing wrappers around
+the functions that do them (clean predictions, attacks, predictions of attacked images, per-image objective
+measurements and gradient health, COCO evaluation with bootstrap intervals, the unbounded probe, the report).
+Target (issue 19): run / floor <= 1.15 on 2 CPUs.
+
+    python benchmarks/whole_run.py                       # shipped model, 32 images, quick suite
+    python benchmarks/whole_run.py --model r50.pt --images 4 --min-size 320 --suite one-step.toml
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+import torch  # noqa: E402
+
+
+class Stages:
+    """Wall time spent inside wrapped functions (outermost call only: nested wrapped calls are not counted twice)."""
+
+    def __init__(self):
+        self.seconds, self.depth, self.undo = defaultdict(float), 0, []
+
+    def wrap(self, module, name: str, stage: str) -> None:
+        real = getattr(module, name)
+
+        def timed(*a, **k):
+            if self.depth:
+                return real(*a, **k)
+            self.depth += 1
+            t = time.perf_counter()
+            try:
+                return real(*a, **k)
+            finally:
+                self.seconds[stage] += time.perf_counter() - t
+                self.depth -= 1
+        setattr(module, name, timed)
+        self.undo.append((module, name, real))
+
+    def restore(self) -> None:
+        for module, name, real in reversed(self.undo):
+            setattr(module, name, real)
+
+
+def floor_seconds(lm, suite, ds, batch_size: int, device) -> float:
+    from robustseg.eval.coco_eval import predict
+    from robustseg.models.modes import attack_mode
+    model = lm.model
+    steps = sum(max(p.steps, 1) for p in suite.points if p.attack not in ("random", "foolbox"))
+    preds = 1 + len(suite.points)
+    t0 = time.perf_counter()
+    for s in range(0, len(ds), batch_size):
+        imgs = [ds.load_image(i).to(device) for i in range(s, min(len(ds), s + batch_size))]
+        tgts = [{k: v.to(device) if hasattr(v, "to") else v for k, v in ds.target(i).items()}
+                for i in range(s, min(len(ds), s + batch_size))]
+        with attack_mode(model):
+            for _ in range(steps):
+                xs = [x.detach().requires_grad_(True) for x in imgs]
+                torch.autograd.grad(sum(model(xs, tgts).values()), xs)
+        for _ in range(preds):
+            predict(model, imgs)
+    C.sync(device)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="checkpoint (default: the shipped tiny model)")
+    ap.add_argument("--suite", default="quick")
+    ap.add_argument("--images", type=int, default=32, help="images of the default synthetic split (default 32)")
+    ap.add_argument("--data", help="COCO JSON instead of the synthetic split")
+    ap.add_argument("--image-dir", help="image folder of --data")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--min-size", type=int)
+    ap.add_argument("--max-size", type=int)
+    ap.add_argument("--checks", default="quick")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    C.header("whole_run: the default robustseg attack against its floor", args)
+    import robustseg.kinds.attack as attack_kind
+    import robustseg.kinds.attack_checks as checks
+    from robustseg.data.coco import CocoDataset
+    from robustseg.fileio import read_json
+    from robustseg.models.checkpoint import load_model
+    from robustseg.run import engine, scoring
+    from robustseg.suites import load_suite
+    overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
+    lm = load_model(C.model_path(args.model), device=args.device, **overrides)
+    suite = load_suite(args.suite)
+
+    st = Stages()
+    st.wrap(engine, "predict", "clean predictions")
+    st.wrap(attack_kind, "build_attack", "attacks (building)")
+    st.wrap(attack_kind, "predict", "attacked predictions")
+    st.wrap(checks, "per_image_losses", "per-image objective values")
+    st.wrap(checks, "gradient_health", "clean gradient health")
+    st.wrap(checks, "unbounded", "unbounded probe")
+    st.wrap(scoring, "evaluate", "COCO evaluation + intervals")
+    st.wrap(engine, "_write_report", "report")
+    real_build = attack_kind.build_attack
+
+    def build(point):  # time the attack's run, not its construction
+        attack = real_build(point)
+
+        def run(*a, **k):
+            t = time.perf_counter()
+            try:
+                return attack(*a, **k)
+            finally:
+                st.seconds["attacks"] += time.perf_counter() - t
+        return run
+    attack_kind.build_attack = build
+    out = Path(tempfile.mkdtemp(prefix="whole-run-")) / "run"
+    t0 = time.perf_counter()
+    res = attack_kind.run_suite(lm, suite, args.data, args.image_dir, out=out, limit=args.images,
+                                batch_size=args.batch_size, device=args.device, checks=args.checks, progress=False)
+    whole = time.perf_counter() - t0
+    attack_kind.build_attack = real_build
+    st.restore()
+    info = read_json(res.out / "run.json", "run.json")
+    ds = CocoDataset(info["dataset"]["annotations"], info["dataset"]["images"], category_ids=lm.category_ids,
+                     limit=args.images)
+    floor = floor_seconds(lm, suite, ds, args.batch_size, torch.device(args.device))
+    st.seconds.pop("attacks (building)", None)
+    print(f"images {len(ds)}, points {len(suite.points)} + clean, batch {args.batch_size}, checks {args.checks}")
+    print(f"whole run {whole:.1f} s; floor {floor:.1f} s; ratio {whole / floor:.2f}")
+    accounted = sum(st.seconds.values())
+    for stage, s in sorted(st.seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {stage:30} {s:7.1f} s  {100 * s / whole:5.1f}%")
+    print(f"  {'other (loading, files, ...)':30} {whole - accounted:7.1f} s  {100 * (whole - accounted) / whole:5.1f}%")
+    shutil.rmtree(out.parent, ignore_errors=True)
+    C.footer()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
