@@ -28,6 +28,7 @@ IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "poin
 # ci_lo/ci_hi: 95% bootstrap interval of value over images; drop_ci_lo/hi: of drop_abs, paired with clean
 METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "ci_lo", "ci_hi", "clean_value", "drop_abs",
                                      "drop_ci_lo", "drop_ci_hi", "drop_rel"]
+INTERVAL_COLUMNS = ("ci_lo", "ci_hi", "drop_ci_lo", "drop_ci_hi")
 
 
 def prepare_out_dir(out: str | Path, force: bool = False, resume: bool = False, check_only: bool = False) -> Path:
@@ -74,6 +75,10 @@ def read_metrics(out: Path) -> pd.DataFrame:
                                       "corruption": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise RobustsegError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    for c in INTERVAL_COLUMNS:  # written before the bootstrap intervals (0.3): no intervals, the rest is sound
+        if c not in df.columns:
+            df[c] = float("nan")
+    df = df[[c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]]
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
         hint = " (written by robustseg before 0.2: re-run it, or add kind=clean/attack by hand)" \
@@ -94,7 +99,8 @@ def write_csv(path: Path, rows: Iterable[dict], columns: list[str] | None = None
 
 
 def write_run_json(out: Path, info: dict) -> None:
-    write_json(out / "run.json", info)
+    from .sanity import _finite
+    write_json(out / "run.json", _finite(info))  # JSON has no NaN: null, so jq and browsers can read it
 
 
 def check_resumable(out: Path, fingerprint: dict, allow_complete: bool = False) -> dict:

@@ -25,7 +25,7 @@ TOL = 0.02               # AP may wobble this much before a monotonicity check w
 LOSS_UP_FRACTION = 0.95  # "nearly every image"
 UNBOUNDED_AP = 0.05      # "close to zero" (or 10% of clean AP, whichever is larger)
 UNBOUNDED = {"eps": 1.0, "steps": 20, "images": 8}
-GRADIENT_ATTACKS = ("fgsm", "pgd", "mifgsm")
+GRADIENT_ATTACKS = ("fgsm", "pgd", "mifgsm", "apgd")
 
 
 class Check(TypedDict, total=False):

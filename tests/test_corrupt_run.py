@@ -204,3 +204,16 @@ def test_every_ap_and_drop_carries_its_paired_bootstrap_interval(run, lm, data, 
     m0 = pd.read_csv(off.out / "metrics.csv")
     assert m0.ci_lo.isna().all() and m0.drop_ci_hi.isna().all()
     assert json.loads((off.out / "run.json").read_text())["intervals"]["method"].startswith("none")
+
+
+def test_metrics_from_before_the_intervals_still_read(run, tmp_path):
+    from robustseg.report.rundata import load_run
+    from robustseg.results import INTERVAL_COLUMNS, METRIC_COLUMNS, read_metrics
+    old = tmp_path / "old"
+    old.mkdir()
+    pd.read_csv(run.out / "metrics.csv").drop(columns=list(INTERVAL_COLUMNS)).to_csv(old / "metrics.csv", index=False)
+    (old / "run.json").write_text((run.out / "run.json").read_text())
+    df = read_metrics(old)
+    assert list(df.columns) == METRIC_COLUMNS and df.ci_lo.isna().all()
+    assert "nan" not in (run.out / "run.json").read_text().lower()  # run.json is valid JSON: no NaN tokens
+    assert load_run(old).metrics.shape[0] == len(df)

@@ -56,3 +56,12 @@ def test_an_attack_run_writes_them_and_an_attack_loses_objects(tmp_path):
     assert top.loc["random-linf-eps0.031373-s0", "found_rate"] >= top.loc["clean", "found_rate"] - 0.1
     assert (df.found + df.mislabelled + df.mislocalised + df.vanished == df.objects).all()
     assert "What happened to the objects" in (res.out / "report.html").read_text()
+
+
+def test_a_wrong_class_duplicate_does_not_hide_a_right_class_match():
+    dets = [{"image_id": 2, "category_id": 2, "bbox": [0, 0, 10, 10], "score": 0.99},   # wrong class, higher score
+            {"image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 9], "score": 0.9}]     # right class
+    assert [o["outcome"] for o in per_object(_gt(), dets, [2])] == ["found"]
+    bad = _gt()
+    bad.imgToAnns[2][0]["area"] = float("nan")  # a hostile area: sized from the box, never a crash
+    assert per_object(bad, dets, [2])[0]["size"] == "small"

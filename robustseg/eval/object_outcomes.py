@@ -1,10 +1,10 @@
 """What happened to each ground-truth object at a point: found, mislabelled, mislocalised or vanished.
 
-Per image, detections with score >= 0.5 are matched to non-crowd ground truth greedily by score (as in
-detection_stats.py), class-agnostic, at box IoU >= 0.5; an object is then
+Per image, detections with score >= 0.5 are matched to non-crowd ground truth greedily by score at box IoU >=
+0.5, first within each class (as COCO matches), then, among what is left, across classes; an object is then
 - ``found``: matched by a detection of its own class;
-- ``mislabelled``: matched (IoU >= 0.5) by a detection of another class;
-- ``mislocalised``: not matched, but an unmatched detection overlaps it with IoU in [0.1, 0.5);
+- ``mislabelled``: not found, but matched (IoU >= 0.5) by a detection of another class;
+- ``mislocalised``: neither, but a detection left unmatched overlaps it with IoU in [0.1, 0.5);
 - ``vanished``: nothing overlaps it by IoU >= 0.1.
 By class and by COCO size (small < 32², medium < 96², large, from the annotation's area), with a 95%
 percentile-bootstrap interval of each rate over images (the run's own resamples, so clean and attacked rates are
@@ -25,8 +25,25 @@ COLUMNS = ["point", "category", "size", "objects", *OUTCOMES] + [
     f"{o}_{k}" for o in OUTCOMES for k in ("rate", "ci_lo", "ci_hi")]
 
 
-def size_of(area: float) -> str:
-    return next(name for name, lo, hi in SIZES if lo <= area < hi)
+def size_of(ann: dict) -> str:
+    """COCO's size of an object from its area (its box's area when the area is missing or not a number >= 0)."""
+    area = ann.get("area")
+    if not isinstance(area, (int, float)) or not area >= 0:
+        w, h = ann["bbox"][2:4]
+        area = max(float(w) * float(h), 0.0)
+    return next((name for name, lo, hi in SIZES if lo <= area < hi), "large")
+
+
+def _greedy(iou: np.ndarray, dets: list[int], free: np.ndarray, allowed) -> list[tuple[int, int]]:
+    """Detections (in score order) each take the free object of highest IoU >= 0.5 that ``allowed(i, j)``."""
+    pairs = []
+    for i in dets:
+        cand = [j for j in np.where(free & (iou[i] >= IOU))[0] if allowed(i, j)]
+        if cand:
+            j = max(cand, key=lambda c: iou[i][c])
+            free[j] = False
+            pairs.append((i, j))
+    return pairs
 
 
 def per_object(gt: COCO, results: list[dict], image_ids: list[int]) -> list[dict]:
@@ -45,17 +62,15 @@ def per_object(gt: COCO, results: list[dict], image_ids: list[int]) -> list[dict
         if ds:
             iou = mask_utils.iou([d["bbox"] for d in ds], [a["bbox"] for a in anns], [0] * len(anns))
             free, used = np.ones(len(anns), bool), np.zeros(len(ds), bool)
-            for i, d in enumerate(ds):
-                cand = np.where(free & (iou[i] >= IOU))[0]
-                if len(cand):
-                    j = cand[np.argmax(iou[i][cand])]
-                    free[j], used[i] = False, True
-                    outcome[j] = "found" if d["category_id"] == anns[j]["category_id"] else "mislabelled"
+            same = lambda i, j: ds[i]["category_id"] == anns[j]["category_id"]  # noqa: E731
+            for label, allowed in (("found", same), ("mislabelled", lambda i, j: True)):
+                for i, j in _greedy(iou, [i for i in range(len(ds)) if not used[i]], free, allowed):
+                    used[i], outcome[j] = True, label
             for j in np.where(free)[0]:
                 if (~used).any() and iou[~used, j].max() >= NEAR:
                     outcome[j] = "mislocalised"
-        rows += [{"image_id": iid, "category_id": a["category_id"], "size": size_of(float(a["area"])),
-                  "outcome": o} for a, o in zip(anns, outcome)]
+        rows += [{"image_id": iid, "category_id": a["category_id"], "size": size_of(a), "outcome": o}
+                 for a, o in zip(anns, outcome)]
     return rows
 
 

@@ -74,7 +74,8 @@ class AttackSweep(Kind):
         self.plan: list[AttackPoint] = suite.points
 
     def fingerprint(self, ctx) -> dict:
-        return {"suite": self.suite.as_dict()["points"]}
+        """The suite and the checks (a resumed run must measure every batch the same way)."""
+        return {"suite": self.suite.as_dict()["points"], "checks": self.checks, "sanity_images": self.sanity_images}
 
     def describe(self, ctx) -> dict:
         return {"suite": self.suite.as_dict(), "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
@@ -114,8 +115,13 @@ class AttackSweep(Kind):
         return sum(self.point_cost(p) for p in self.plan) + CLEAN_MEASURE * len(
             {_objective_key(p) for p in self.plan if p.attack != "foolbox"})
 
+    def measures_loss(self, p: AttackPoint) -> bool:
+        """Whether each image's objective is measured after ``p``: not under --checks off, and under quick not for
+        random noise (no check reads it; empty in per_image.csv)."""
+        return self.checks == "full" or (self.checks == "quick" and p.attack != "random")
+
     def point_cost(self, p: AttackPoint) -> float:
-        return point_cost(p) - (1.0 if self.checks == "off" and p.attack != "foolbox" else 0.0)
+        return point_cost(p) - (0.0 if p.attack == "foolbox" or self.measures_loss(p) else 1.0)
 
     def target_label(self, lm: LoadedModel, point: AttackPoint) -> int | None:
         return target_label_for(point.target_class, lm.class_names)
@@ -152,8 +158,8 @@ class AttackSweep(Kind):
             adv_out = predict(model, adv)
             out.predictions[point.key] = [r for o, iid in zip(adv_out, ids)
                                           for r in to_coco_results(o, iid, ctx.lm.category_ids)]
-            loss_adv = [math.nan] * len(ids) if self.checks == "off" else \
-                checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key))
+            loss_adv = checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key)) \
+                if self.measures_loss(point) else [math.nan] * len(ids)
             out.rows["per_image"] += _per_image_rows(point, ids, imgs, adv, losses_clean[okey], loss_adv,
                                                      clean_counts, _count(adv_out))
             batch.progress(len(ids) * self.point_cost(point))
@@ -186,8 +192,10 @@ class AttackSweep(Kind):
         grads = run_dir.read_all("images", "grads")
         if self.checks != "off":
             checks.write_sanity(ctx, self, scored, per_image, grads, out, self.probe_plan)
-        nonfinite = None if self.checks == "off" else \
-            sum(1 for r in per_image if not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
+        measured = {p.key for p in self.plan if self.measures_loss(p)}
+        nonfinite = None if self.checks == "off" else sum(
+            1 for r in per_image
+            if r["point"] in measured and not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
         return {"nonfinite_losses": nonfinite, "nonfinite_gradients": sum(1 for g in grads if not g["finite"])}
 
     def outcome_rows(self, ctx, scored) -> list[dict]:

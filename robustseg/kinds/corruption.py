@@ -38,7 +38,10 @@ class Corruptions(Kind):
     def __init__(self, corruptions="benchmark", severities="1-5", examples: int = 1):
         self.names = cb.parse_corruptions(corruptions)
         self.severities = cb.parse_severities(severities)
-        self.examples = int(examples)
+        if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+            from ..errors import RobustsegError
+            raise RobustsegError(f"examples must be a number of images >= 0, got {examples!r}")
+        self.examples = examples
         self.plan = [(n, s) for n in self.names for s in self.severities]
 
     def fingerprint(self, ctx) -> dict:

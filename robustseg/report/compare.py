@@ -69,9 +69,17 @@ def write_comparison(run_dirs, out: str | Path | None = None, force: bool = Fals
     atomic_write(out_dir / "delta.csv", lambda f: _delta_csv(f, deltas))
     html = env().get_template("compare.html.j2").render(
         runs=[{"name": r.name, "path": str(r.path), "info": r.info, "headline": headline(r),
-               "corruption": corr.performance_rows(r) if corr.has_corruptions(r) else []} for r in runs],
+               "corruption": _corruption_rows(r)} for r in runs],
         deltas=deltas, figures=[f for f in figures if f], generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     return write_text(out_dir / "report.html", html)
+
+
+def _corruption_rows(run: RunData) -> list[dict]:
+    """P/mPC/rPC of a run with corruptions; a malformed one costs its rows, never the comparison."""
+    try:
+        return corr.performance_rows(run) if corr.has_corruptions(run) else []
+    except (KeyError, IndexError, ValueError):
+        return []
 
 
 def _delta_csv(f, deltas: list[dict]) -> None:

@@ -140,6 +140,7 @@ def outcome_table(path: Path, points: list[str]) -> dict | None:
     if not path.is_file():
         return None
     df = pd.read_csv(path, dtype={"category": str, "size": str, "point": str})
+    df["category"] = pd.read_csv(path, usecols=["category"], dtype=str, keep_default_na=False).category  # "NA"
     df = df[df.point.isin(points) & ((df.category == "all") | (df["size"] == "all"))]
     if df.empty:
         return None

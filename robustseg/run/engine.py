@@ -19,7 +19,7 @@ from .kind import Batch, BatchOut, Kind, Pass, Source
 from .progress import Progress
 from .rundir import RunDir, refuse_early
 from .scoring import score_and_write
-from .stream import PassRunner
+from .stream import PassRunner, share
 
 MAIN_PASS = "images"
 
@@ -81,7 +81,7 @@ def _run_passes(ctx: RunContext, kinds: list[Kind], run_dir: RunDir) -> dict[str
     """The main pass over the dataset, then each kind's extra passes; every rank streams its share."""
     cost = 1.0 + sum(k.cost_per_image(ctx) for k in kinds)
     main = Pass(MAIN_PASS, _main_source(ctx), _MainWork(ctx, kinds), cost, dict(ctx.problems))
-    bar = _bar(ctx, len(ctx.ds) * cost, "+".join(k.name for k in kinds))
+    bar = _bar(ctx, share(len(ctx.ds), ctx) * cost, "+".join(k.name for k in kinds))
     PassRunner(main.name, main.source, main.work, run_dir, ctx, cost, bar).run(main.pre_failed)
     bar.close()
     _barrier(ctx)
@@ -93,7 +93,7 @@ def _run_passes(ctx: RunContext, kinds: list[Kind], run_dir: RunDir) -> dict[str
         if not ctx.dist.main:
             extras = kind.extra_passes(ctx, run_dir, failed)
         for extra in extras:
-            bar = _bar(ctx, len(extra.source.image_ids) * extra.cost_per_image, extra.name)
+            bar = _bar(ctx, share(len(extra.source.image_ids), ctx) * extra.cost_per_image, extra.name)
             PassRunner(extra.name, extra.source, extra.work, run_dir, ctx, extra.cost_per_image, bar).run(
                 extra.pre_failed, log_pre_failed=False)
             bar.close()

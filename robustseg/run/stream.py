@@ -35,6 +35,12 @@ def _to(x, device):
     return x.to(device, non_blocking=True) if torch.is_tensor(x) else x
 
 
+def share(n_images: int, ctx) -> int:
+    """How many of a pass's images this rank's batches hold (batch n goes to rank n % world): its bar's total."""
+    d = ctx.dist
+    return sum(len(b) for n, b in enumerate(batches(n_images, ctx.opts.batch_size)) if n % d.world == d.rank)
+
+
 class PassRunner:
     """Streams one pass for this rank into ``run_dir``; ``work(batch) -> BatchOut`` is the kinds' work."""
 
