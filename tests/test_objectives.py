@@ -95,7 +95,7 @@ def test_masked_model_makes_sanity_checks_warn(data, tmp_path):
     # a non-differentiable quantising input layer: round() has zero gradient everywhere
     lm.model.transform.normalize = lambda x: normalize(torch.round(x * 255) / 255)
     suite = parse_suite({"attack": [{"type": "fgsm", "eps": ["8/255"]}, _pgd("gt", steps=2)]}, name="masked")
-    run_suite(lm, suite, *data, out=tmp_path / "run", limit=4, progress=False)
+    run_suite(lm, suite, *data, out=tmp_path / "run", limit=4, progress=False, checks="full")
     checks = {c["check"]: c for c in json.loads((tmp_path / "run" / "sanity.json").read_text())["checks"]}
     assert json.loads((tmp_path / "run" / "sanity.json").read_text())["verdict"] == "warn"
     assert checks["gradients"]["verdict"] == "warn" and checks["gradients"]["zero"] > 0

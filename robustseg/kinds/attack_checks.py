@@ -83,4 +83,10 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
     eval_ids = scored.eval_ids["images"]
     probe = unbounded(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
         if ctx.ds.has_annotations and n else None
-    write_json(out / "sanity.json", sanity.run_checks(scored.metrics, sweep.plan, per_image, grads, probe))
+    report = sanity.run_checks(scored.metrics, sweep.plan, per_image, grads, probe)
+    if probe is None and probe_plan["skipped"] and probe_plan["skipped"] != "sanity_images=0":
+        # the masking probe did not run: the verdict cannot be pass (Carlini et al.: a check not made is no pass)
+        report["checks"].append({"check": "unbounded", "verdict": "warn", "detail": f"not run: "
+                                 f"{probe_plan['skipped']}", "ran": False})
+        report["verdict"] = "warn"
+    write_json(out / "sanity.json", report)
