@@ -73,6 +73,7 @@ def test_amp_run_attacks_as_well_and_workers_change_nothing(data, tmp_path, caps
     assert (per.linf <= 8 / 255 + 1e-6).all()
 
     # fp16 needs CUDA: a one-line error before anything is written
+    capsys.readouterr()  # what the runs above printed (their checks' plans)
     code = main(["attack", "--model", str(trained_model_path()), "--data", str(data[0]), "--images",
                  str(data[1]), "--attack", "fgsm", "--eps", "8/255", "--amp", "fp16", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
