@@ -13,6 +13,7 @@ import numpy as np
 
 from ..corruptions import MIN_SIDE, corrupt_batch
 from ..corruptions import benchmark as cb
+from ..errors import RobustsegError
 from ..eval.bootstrap import interval
 from ..eval.coco_eval import IOU_TYPES, predict, to_coco_results
 from ..fileio import write_png
@@ -39,7 +40,6 @@ class Corruptions(Kind):
         self.names = cb.parse_corruptions(corruptions)
         self.severities = cb.parse_severities(severities)
         if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
-            from ..errors import RobustsegError
             raise RobustsegError(f"examples must be a number of images >= 0, got {examples!r}")
         self.examples = examples
         self.plan = [(n, s) for n in self.names for s in self.severities]
@@ -56,7 +56,6 @@ class Corruptions(Kind):
     def check(self, ctx) -> None:
         """Images too small for the corruptions (the reference's 32 px minimum) are unusable, like unreadable
         ones: skipped and logged, or the run refused under --on-error fail."""
-        from ..errors import RobustsegError
         small = {iid: f"smaller than {MIN_SIDE} px on a side, too small to corrupt"
                  for iid in ctx.ds.image_ids
                  if min(int(ctx.ds.coco.imgs[iid].get("width", MIN_SIDE)),
