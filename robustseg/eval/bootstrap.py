@@ -87,7 +87,8 @@ def _mean_valid(p: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else -1.0
 
 
-def _resamples(n_images: int, n_boot: int, seed: int) -> np.ndarray:
+def resamples(n_images: int, n_boot: int, seed: int) -> np.ndarray:
+    """The (n_boot, n_images) positions every point of a pass is resampled with (paired across points)."""
     return np.random.default_rng(seed).integers(0, n_images, size=(n_boot, n_images))
 
 
@@ -114,7 +115,7 @@ def bootstrap_metrics(coco_gt: COCO, results: list[dict], image_ids: Sequence[in
     With ``baseline`` (e.g. the clean results) the figures are paired drops, baseline - results, instead.
     """
     _check(image_ids, n_boot, alpha)
-    rows = _resamples(len(image_ids), n_boot, seed)
+    rows = resamples(len(image_ids), n_boot, seed)
     out: dict = {}
     for iou_type in iou_types:
         sets = [_Resampler(coco_gt, r, image_ids, iou_type) for r in ([baseline] if baseline is not None else [])
@@ -147,11 +148,6 @@ def bootstrap_drop(coco_gt: COCO, clean_results: list[dict], adv_results: list[d
     m = bootstrap_metrics(coco_gt, adv_results, image_ids, (iou_type,), n_boot, seed, alpha,
                           baseline=clean_results)[iou_type]["AP"]
     return {"drop": m["value"], "lo": m["lo"], "hi": m["hi"], "n_boot": n_boot}
-
-
-def resamples(n_images: int, n_boot: int, seed: int) -> np.ndarray:
-    """The (n_boot, n_images) positions every point of a pass is resampled with (paired across points)."""
-    return _resamples(n_images, n_boot, seed)
 
 
 def interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:

@@ -18,6 +18,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from .bootstrap import interval
+
 SCORE, IOU, NEAR = 0.5, 0.5, 0.1
 OUTCOMES = ("found", "mislabelled", "mislocalised", "vanished")
 SIZES = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96 ** 2, float("inf")))
@@ -97,9 +99,7 @@ def outcome_rows(point: str, objects: list[dict], image_ids: list[int], names: d
             boot = np.divide(sums, totals, out=np.full_like(sums, np.nan), where=totals > 0)
         for k, name in enumerate(OUTCOMES):
             row[f"{name}_rate"] = counts[k] / counts.sum()
-            lo = hi = float("nan")
-            if boot is not None and np.isfinite(boot[:, k]).all():
-                lo, hi = (float(v) for v in np.quantile(boot[:, k], [0.025, 0.975]))
+            lo, hi = interval(boot[:, k]) if boot is not None else (float("nan"), float("nan"))
             row[f"{name}_ci_lo"], row[f"{name}_ci_hi"] = lo, hi
         out.append(row)
     order = {"all": 0, **{s: i + 1 for i, (s, _, _) in enumerate(SIZES)}}
