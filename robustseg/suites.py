@@ -5,6 +5,8 @@ Schema (see docs/suites.md)::
     name = "quick"                      # optional, defaults to the file name
     description = "..."                 # optional
     losses = "all"                      # optional default for every attack: all | [classifier, mask, ...]
+    ensemble = true                     # optional: per eps, a worst-case "robust" point over the gradient
+                                        # attacks at that eps (docs/robust.md)
 
     [[attack]]
     type = "pgd"                        # fgsm | pgd | apgd | mifgsm | random
@@ -49,7 +51,7 @@ ALLOWED = {
     "apgd": _COMMON | {"steps", "restarts", "rho"},  # steps: gradient evaluations per restart
     "foolbox": {"type", "attack", "eps", "options"},
 }
-TOP_LEVEL = {"name", "description", "losses", "attack"}
+TOP_LEVEL = {"name", "description", "losses", "ensemble", "attack"}
 TARGETED = ("mislabel", "mislabel-margin")  # the objectives that take a target_class
 REPO_SUITES = Path(__file__).resolve().parent.parent / "attacks"
 
@@ -100,10 +102,11 @@ class Suite:
     description: str = ""
     points: list[AttackPoint] = field(default_factory=list)
     source: str | None = None
+    ensemble: bool = False  # a worst-case point per (norm, eps) over its gradient attacks (kinds/ensemble.py)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "source": self.source,
-                "points": [p.as_dict() for p in self.points]}
+                "ensemble": self.ensemble, "points": [p.as_dict() for p in self.points]}
 
 
 def _as_list(v) -> list:
@@ -125,6 +128,9 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"suite {name}: needs at least one [[attack]] table")
     default_losses = data.get("losses", "all")
+    ensemble = data.get("ensemble", False)
+    if not isinstance(ensemble, bool):
+        raise SuiteError(f"suite {name}: ensemble must be true or false, not {ensemble!r}")
     points: list[AttackPoint] = []
     for i, a in enumerate(entries):
         where = f"suite {name}: attack #{i + 1}"
@@ -148,7 +154,7 @@ def parse_suite(data: dict, name: str = "suite", source: str | None = None) -> S
             raise SuiteError(f"suite {name}: two points share the key {p.key} (eps {seen[p.key].eps!r} and "
                              f"{p.eps!r}); eps values must differ by at least 1e-6")
         seen[p.key] = p
-    return Suite(str(data.get("name", name)), str(data.get("description", "")), points, source)
+    return Suite(str(data.get("name", name)), str(data.get("description", "")), points, source, ensemble)
 
 
 def _entry_points(a: dict, kind: str, where: str, default_losses) -> list[AttackPoint]:

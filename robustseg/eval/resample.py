@@ -63,7 +63,9 @@ class FastAccumulator:
         self.fp = np.concatenate(fps, axis=1) if fps else np.zeros((self.T, 0), dtype=bool)
         self.starts, self.lengths = np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
 
-    def precision(self, positions) -> np.ndarray:
+    def precision(self, positions, categories=None) -> np.ndarray:
+        """[T, R, K] precision on the images at ``positions``; with ``categories`` (indices into catIds) only
+        those are computed, the others left at -1."""
         positions = np.asarray(positions, dtype=np.int64)
         counts = np.bincount(positions, minlength=len(self.image_ids))
         present, npig = counts @ self.present, counts @ self.npig
@@ -73,7 +75,7 @@ class FastAccumulator:
         occ = idx[np.lexsort((-self.score[idx], self.cat[idx]))]  # stable: ties keep pycocotools' order
         bounds = np.searchsorted(self.cat[occ], np.arange(self.K + 1))
         out = -np.ones((self.T, len(self.rec_thrs), self.K))
-        for k in range(self.K):
+        for k in range(self.K) if categories is None else categories:
             if not present[k] or npig[k] == 0:
                 continue
             seg = occ[bounds[k]:bounds[k + 1]]

@@ -30,11 +30,12 @@ from ..run.summary import summary_table
 from ..suites import AttackPoint, Suite, load_suite
 from ..utils import derived_seed
 from . import attack_checks as checks
+from . import ensemble
 
 DEFAULT_LIMIT = 32  # images of the built-in synthetic split attacked when no dataset is given
 SCORE_THRESHOLD = COUNT_SCORE  # detections counted in per_image.csv
-PER_IMAGE_COLUMNS = ["image_id", "point", "attack", "norm", "eps", "steps", "objective", "loss_clean", "loss_adv",
-                     "detections_clean", "detections_adv", "linf", "l2"]
+PER_IMAGE_COLUMNS = ["image_id", "point", "attack", "norm", "eps", "steps", "objective", "attacked", "loss_clean",
+                     "loss_adv", "detections_clean", "detections_adv", "linf", "l2"]
 STATS_COLUMNS = ["point", "attack", "norm", "eps", "steps", "objective", "objects", "vanishing_rate", "fp_per_image",
                  "targeted_success", "mask_iou"]
 
@@ -75,7 +76,8 @@ class AttackSweep(Kind):
 
     def fingerprint(self, ctx) -> dict:
         """The suite and the checks (a resumed run must measure every batch the same way)."""
-        return {"suite": self.suite.as_dict()["points"], "checks": self.checks, "sanity_images": self.sanity_images}
+        return {"suite": self.suite.as_dict()["points"], "ensemble": self.suite.ensemble, "checks": self.checks,
+                "sanity_images": self.sanity_images}
 
     def describe(self, ctx) -> dict:
         return {"suite": self.suite.as_dict(), "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
@@ -130,7 +132,7 @@ class AttackSweep(Kind):
         """Every attack point on one batch (the clean pass is the engine's: batch.clean)."""
         model, imgs, ids = ctx.lm.model, batch.images, batch.ids
         out = BatchOut(rows={"per_image": [], "grads": [], "foolbox": []})
-        clean_counts, losses_clean = _count(batch.clean), {}
+        clean_counts, losses_clean, emptied = _count(batch.clean), {}, ensemble.Emptied()
         for point in self.plan:
             batch.progress(0, point.key)
             s = derived_seed(ctx.seed, point.key, batch.key)
@@ -149,21 +151,32 @@ class AttackSweep(Kind):
                                                              derived_seed(ctx.seed, batch.key))
                 out.rows["grads"] += checks.gradient_health(model, imgs, targets, objective, ids, point.objective)
                 batch.progress(len(ids) * CLEAN_MEASURE)
-            torch.manual_seed(s)
-            adv = build_attack(point)(model, imgs, targets, [point.eps],
-                                      with_amp(objective, ctx.opts.amp, ctx.device),
-                                      torch.Generator().manual_seed(s))[0]
+            done = emptied.done(point) if self.suite.ensemble else {}
+            todo = [j for j in range(len(ids)) if j not in done]
+            adv, adv_out = self.attacked(ctx, point, objective, [imgs[j] for j in todo],
+                                         [targets[j] for j in todo], s)
+            adv = _merged(todo, adv, {j: d[0] for j, d in done.items()})
+            adv_out = _merged(todo, adv_out, {j: d[1] for j, d in done.items()})
+            emptied.record(point, todo, adv, adv_out)
             if point.key in self.example_keys:
                 save_examples(self.out, point.key, ids, adv, imgs)
-            adv_out = predict(model, adv)
             out.predictions[point.key] = [r for o, iid in zip(adv_out, ids)
                                           for r in to_coco_results(o, iid, ctx.lm.category_ids)]
             loss_adv = checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key)) \
                 if self.measures_loss(point) else [math.nan] * len(ids)
             out.rows["per_image"] += _per_image_rows(point, ids, imgs, adv, losses_clean[okey], loss_adv,
-                                                     clean_counts, _count(adv_out))
+                                                     clean_counts, _count(adv_out), set(todo))
             batch.progress(len(ids) * self.point_cost(point))
         return out
+
+    def attacked(self, ctx, point: AttackPoint, objective, imgs, targets, seed: int) -> tuple[list, list]:
+        """The point's adversarial images of ``imgs`` and the model's outputs on them (nothing to do: none)."""
+        if not imgs:
+            return [], []
+        torch.manual_seed(seed)
+        adv = build_attack(point)(ctx.lm.model, imgs, targets, [point.eps],
+                                  with_amp(objective, ctx.opts.amp, ctx.device), torch.Generator().manual_seed(seed))[0]
+        return adv, predict(ctx.lm.model, adv)
 
     def foolbox(self, ctx, point: AttackPoint, imgs, tgts, ids, seed: int) -> list[dict]:
         params = dict(point.params)
@@ -177,6 +190,13 @@ class AttackSweep(Kind):
                          "objects": len(clean), "clean_correct": int(clean.sum()),
                          "robust_correct": int(robust[0].sum())})
         return rows
+
+    def amend(self, ctx, run_dir, scored) -> None:
+        """The ensemble's robust point per eps (needs ground truth: its criterion is the set's AP)."""
+        self.winners = None
+        if self.suite.ensemble and ctx.ds.has_annotations:
+            self.winners = ensemble.add_robust_points(ctx.ds.coco, scored, self.plan,
+                                                      run_dir.read_all("images", "per_image"))
 
     def finish(self, ctx, run_dir, scored) -> dict:
         out, ds = run_dir.path, ctx.ds
@@ -196,7 +216,11 @@ class AttackSweep(Kind):
         nonfinite = None if self.checks == "off" else sum(
             1 for r in per_image
             if r["point"] in measured and not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
-        return {"nonfinite_losses": nonfinite, "nonfinite_gradients": sum(1 for g in grads if not g["finite"])}
+        info = {"nonfinite_losses": nonfinite, "nonfinite_gradients": sum(1 for g in grads if not g["finite"])}
+        if self.winners is not None:
+            write_csv(out / "ensemble_winners.csv", self.winners, ensemble.WINNER_COLUMNS)
+            info["ensemble"] = ensemble.spent(self.plan, per_image)
+        return info
 
     def outcome_rows(self, ctx, scored) -> list[dict]:
         """Per point, what happened to the ground-truth objects, by class and size (eval/object_outcomes.py)."""
@@ -232,12 +256,19 @@ class AttackSweep(Kind):
         return summary_table(m[m.kind.isin(["clean", self.name])])
 
 
-def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, clean_counts, adv_counts) -> list[dict]:
+def _merged(positions: list[int], values: list, known: dict[int, object]) -> list:
+    """Values at ``positions`` and ``known`` ones elsewhere, in batch order."""
+    at = dict(zip(positions, values))
+    return [at[j] if j in at else known[j] for j in range(len(positions) + len(known))]
+
+
+def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, clean_counts, adv_counts, attacked) -> list[dict]:
     rows = []
     for j, iid in enumerate(ids):
         d = (adv[j] - imgs[j]).flatten()
         rows.append({"image_id": iid, "point": point.key, "attack": point.attack, "norm": point.norm,
                      "eps": point.eps, "steps": point.steps, "objective": point.objective,
+                     "attacked": j in attacked,
                      "loss_clean": loss_clean[j], "loss_adv": loss_adv[j], "detections_clean": clean_counts[j],
                      "detections_adv": adv_counts[j], "linf": float(d.abs().max()), "l2": float(d.norm(p=2))})
     return rows

@@ -21,13 +21,14 @@ from ..fileio import atomic_write, write_text
 from . import corruption as corr
 from . import examples as ex
 from . import plots
+from . import robust
 from .rundata import RunData, load_run
 from .summary import write_summary
 
 TEMPLATES = Path(__file__).parent / "templates"
 KIND_SECTIONS = {"probe": ("Probes", ("probes.csv", "shape_bias.csv")), "patch": ("Patches", ("patches.csv",))}
 LINKED_FILES = ("summary.csv", "metrics.csv", "per_class.csv", "per_image.csv", "mask_quality.csv",
-                "detection_stats.csv", "object_outcomes.csv", "object_accuracy.csv", "gradnorms.csv", "gradnorms_summary.csv",
+                "detection_stats.csv", "object_outcomes.csv", "ensemble_winners.csv", "object_accuracy.csv", "gradnorms.csv", "gradnorms_summary.csv",
                 "probes.csv", "shape_bias.csv", "decisions.csv", "corruptions.csv", "corruption_per_class.csv",
                 "sanity.json", "run.json")
 
@@ -296,6 +297,7 @@ def build_context(run: RunData, out_dir: Path) -> dict:
         "gradnorms": optional("gradient norms", lambda: _gradnorm_summary(run), []),
         "gradnorm_figure": optional("gradient-norm plot", lambda: images.add(
             plots.gradnorm_cdfs([run]), "gradnorm-cdf", "input-gradient norm CDFs"), None),
+        "robust": optional("robust AP", lambda: robust.section(run, images, optional), None),
         "corruption": optional("corruptions", lambda: corr.section(run, images, _embed_png, optional, csv_table),
                                None),
         "problems": problems, "links": _links(run.path, out_dir),

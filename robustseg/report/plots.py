@@ -77,6 +77,33 @@ def ap_vs_eps(runs: list[RunData], attack: str, norm: str, variant: str = "") ->
     return fig if drew else None
 
 
+def robust_curves(run: RunData) -> Figure | None:
+    """Per norm: robust AP vs eps (bold) and each ensemble member's AP at the same eps (thin), eps 0 = clean."""
+    m = run.metrics
+    robust = m[(m.kind == "attack") & (m.attack == "robust")]
+    if robust.empty:
+        return None
+    fig, axes = _panels()
+    for ax, t in zip(axes, IOU_TYPES):
+        clean = run.clean_value(t)
+        for norm in dict.fromkeys(robust.norm):
+            r = _only(robust[robust.norm == norm], t).sort_values("eps")
+            members = _only(m[(m.kind == "attack") & (m.norm == norm) & m.eps.isin(r.eps)
+                              & ~m.attack.isin(["robust", "random"])], t)
+            for j, (point_variant, s) in enumerate(members.groupby(["attack", "variant"], sort=False)):
+                s = s.sort_values("eps")
+                ax.plot(_x([0, *s.eps], norm), [clean, *s.value], marker=".", linewidth=1, alpha=0.7,
+                        color=f"C{j + 1}", label=_text(f"{point_variant[0]} {point_variant[1] or 'gt'}"))
+            ax.plot(_x([0, *r.eps], norm), [clean, *r.value], marker="o", linewidth=2.5, color="C0",
+                    label=_text(f"robust ({norm})"))
+            if r.ci_lo.notna().all():
+                ax.fill_between(_x(list(r.eps), norm), r.ci_lo, r.ci_hi, color="C0", alpha=0.15)
+        ax.set(title=f"{t} AP", xlabel=_xlabel(norm), ylabel="AP", ylim=(0, None))
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="best")
+    return fig
+
+
 def ap_vs_steps(runs: list[RunData], attack: str, norm: str, variant: str = "") -> Figure | None:
     """AP vs number of steps at each eps that was run with several step counts."""
     fig, axes = _panels()
