@@ -69,3 +69,91 @@ def test_one_member_is_itself(preds):
     gt, results, ids = preds
     sel = select(gt, {"only": results}, ids, "bbox")
     assert sel.winners == ["only"] * len(ids) and sel.ap == pytest.approx(_ap(gt, results, ids, "bbox"))
+
+
+# --- the robust suite on the run engine ----------------------------------------------------------------------
+
+ENSEMBLE = {"name": "mini-robust", "ensemble": True, "attack": [
+    {"type": "apgd", "eps": ["8/255"], "steps": 2, "objective": "vanish-logit"},
+    {"type": "apgd", "eps": ["8/255"], "steps": 2, "objective": "gt"}]}
+MEMBERS = ["apgd-linf-eps0.031373-s2-vanish-logit", "apgd-linf-eps0.031373-s2"]
+ROBUST = "robust-linf-eps0.031373"
+
+
+@pytest.fixture(scope="module")
+def robust_run(tmp_path_factory):
+    from robustseg import run_suite
+    from robustseg.suites import parse_suite
+    out = tmp_path_factory.mktemp("robust") / "run"
+    return run_suite(load_trained_model(), parse_suite(ENSEMBLE, "mini-robust"), limit=6, batch_size=3,
+                     out=out, progress=False, sanity_images=0, bootstrap=100)
+
+
+def test_robust_point_is_at_most_every_member_with_intervals(robust_run):
+    import json
+
+    import pandas as pd
+    m = robust_run.metrics
+    ap = m[m.metric == "AP"].set_index(["point", "iou_type"])
+    for t in ("bbox", "segm"):
+        r = ap.loc[(ROBUST, t)]
+        assert r.attack == "robust" and r.kind == "attack" and r.steps == 4  # the members' gradient budget
+        assert all(r.value <= ap.loc[(k, t)].value + 1e-12 for k in MEMBERS)
+        assert r.ci_lo <= r.value <= r.ci_hi and r.drop_ci_lo <= r.drop_abs <= r.drop_ci_hi
+    winners = pd.read_csv(robust_run.out / "ensemble_winners.csv")
+    assert len(winners) == 6 * 2 and set(winners.winner) <= set(MEMBERS)
+    assert (winners.members_run == 2).all()
+    # the box selection is the point's predictions file: pycocotools on it gives the metrics row
+    from robustseg.data import CocoDataset
+    from robustseg.data.synth import default_split
+    ds = CocoDataset(*default_split(), limit=6)
+    preds = json.loads((robust_run.out / "predictions" / f"{ROBUST}.json").read_text())
+    assert _ap(ds.coco, preds, ds.image_ids, "bbox") == pytest.approx(ap.loc[(ROBUST, "bbox")].value, abs=1e-6)
+    by_image = dict(zip(winners[winners.iou_type == "bbox"].image_id, winners[winners.iou_type == "bbox"].winner))
+    for k in MEMBERS:
+        mine = json.loads((robust_run.out / "predictions" / f"{k}.json").read_text())
+        assert [r for r in preds if by_image[r["image_id"]] == k] == [r for r in mine if by_image[r["image_id"]] == k]
+    info = json.loads((robust_run.out / "run.json").read_text())
+    assert info["ensemble"] == {"gradient_evaluations": 6 * 4, "gradient_evaluations_saved": 0}
+    assert info["attack"]["suite"]["ensemble"] is True
+
+
+def test_robust_section_in_the_report(robust_run):
+    html = (robust_run.out / "report.html").read_text()
+    assert 'id="robust"' in html and (robust_run.out / "plots" / "robust-ap.png").is_file()
+    assert f'data-point="{ROBUST}"' in html and "ensemble_winners.csv" in html
+
+
+def test_an_image_a_member_emptied_is_not_attacked_again(tmp_path):
+    """The first member leaves two images with no detection: the second member attacks only the other four,
+    those two keep the first member's image and outputs, and the saved gradient evaluations are counted."""
+    import json
+
+    import pandas as pd
+
+    from robustseg.kinds.attack import AttackSweep
+    from robustseg.run import RunOptions, execute
+    from robustseg.suites import parse_suite
+
+    calls = []
+
+    class EmptyingFirstMember(AttackSweep):
+        def attacked(self, ctx, point, objective, imgs, targets, seed):
+            calls.append((point.key, len(imgs)))
+            adv, outs = super().attacked(ctx, point, objective, imgs, targets, seed)
+            if point.key == MEMBERS[0]:  # as if the attack had removed every detection of the batch's first image
+                outs[0] = {k: v[:0] for k, v in outs[0].items()}
+            return adv, outs
+
+    sweep = EmptyingFirstMember(parse_suite(ENSEMBLE, "mini-robust"), sanity_images=0, checks_mode="off")
+    res = execute([sweep], load_trained_model(), out=tmp_path / "run",
+                  opts=RunOptions(limit=6, batch_size=3, progress=False, bootstrap=0))
+    assert [c for c in calls if c[0] in MEMBERS] == [(MEMBERS[0], 3), (MEMBERS[1], 2)] * 2  # two batches of 3
+    per_image = pd.read_csv(res.out / "per_image.csv")
+    skipped = per_image[~per_image.attacked]
+    assert list(skipped.point) == [MEMBERS[1]] * 2 and list(skipped.image_id) == [1, 4]
+    assert (skipped.detections_adv == 0).all()
+    info = json.loads((res.out / "run.json").read_text())["ensemble"]
+    assert info == {"gradient_evaluations": 6 * 2 + 4 * 2, "gradient_evaluations_saved": 2 * 2}
+    winners = pd.read_csv(res.out / "ensemble_winners.csv")
+    assert set(winners[winners.image_id.isin([1, 4])].members_run) == {1}

@@ -35,7 +35,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def suite_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("suite") / "mini.toml"
-    p.write_text('[[attack]]\ntype = "fgsm"\neps = ["8/255"]\n\n'
+    # an ensemble suite: its robust point and winners must resume and shard like every other point
+    p.write_text('ensemble = true\n[[attack]]\ntype = "fgsm"\neps = ["8/255"]\n\n'
                  '[[attack]]\ntype = "pgd"\neps = ["8/255"]\nsteps = 2\n')
     return p
 
@@ -75,6 +76,7 @@ def test_killed_run_resumes_to_identical_metrics(data, suite_file, reference, tm
     subprocess.run(_cli(data, suite_file, out, "--resume"), check=True, env=ENV, capture_output=True)
     assert (out / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
     assert (out / "per_image.csv").read_bytes() == (reference / "per_image.csv").read_bytes()
+    assert (out / "ensemble_winners.csv").read_bytes() == (reference / "ensemble_winners.csv").read_bytes()
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     assert not (out / "work").exists()
 
@@ -87,7 +89,9 @@ def test_torchrun_sharding_gives_identical_metrics(data, suite_file, reference, 
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
     assert (out / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
-    for name in ("clean.json", "pgd-linf-eps0.031373-s2.json"):
+    assert "robust-linf-eps0.031373" in (out / "metrics.csv").read_text()
+    assert (out / "ensemble_winners.csv").read_bytes() == (reference / "ensemble_winners.csv").read_bytes()
+    for name in ("clean.json", "pgd-linf-eps0.031373-s2.json", "robust-linf-eps0.031373.json"):
         assert (out / "predictions" / name).read_bytes() == (reference / "predictions" / name).read_bytes()
 
 
