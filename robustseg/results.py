@@ -23,7 +23,7 @@ from .fileio import atomic_write, read_json, write_json
 
 # one schema for every kind: kind says which part wrote the row (clean, attack, patch, probe, gradnorm,
 # corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption)
-IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "point", "patch_area", "probe",
+IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "seed", "point", "patch_area", "probe",
                     "corruption", "severity"]
 # ci_lo/ci_hi: 95% bootstrap interval of value over images; drop_ci_lo/hi: of drop_abs, paired with clean
 METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "ci_lo", "ci_hi", "clean_value", "drop_abs",
@@ -78,6 +78,8 @@ def read_metrics(out: Path) -> pd.DataFrame:
     for c in INTERVAL_COLUMNS:  # written before the bootstrap intervals (0.3): no intervals, the rest is sound
         if c not in df.columns:
             df[c] = float("nan")
+    if "seed" not in df.columns:  # written before --seeds: every attack point is its run's only draw, seed 0
+        df["seed"] = (df.kind == "attack").map({True: 0.0, False: float("nan")}) if "kind" in df.columns else 0.0
     df = df[[c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]]
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:

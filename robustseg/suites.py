@@ -33,7 +33,7 @@ The clean pass and a same-norm random-noise baseline at every eps are always add
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +67,19 @@ class AttackPoint:
     params: tuple[tuple[str, Any], ...] = ()
     objective: str = "gt"
     target_class: str | None = None
+    seed: int = 0  # which repetition under --seeds N (0..N-1): its own random draws, derived from its key
 
     @property
     def key(self) -> str:
-        """A stable, file-name-safe id, e.g. ``pgd-linf-eps0.031373-s10``."""
+        """A stable, file-name-safe id, e.g. ``pgd-linf-eps0.031373-s10`` (``-seed2`` for a repetition)."""
         extra = "".join(f"-{k}{v}" for k, v in self.params)
         loss = "" if not self.losses or set(self.losses) == set(_all_losses()) else \
             "-" + "+".join(n.removeprefix("loss_") for n in self.losses)
         obj = "" if self.objective == "gt" else f"-{self.objective}"
         if self.target_class not in (None, "next"):
             obj += "-to_" + "".join(c if c.isalnum() else "_" for c in str(self.target_class))
-        return f"{self.attack}-{self.norm}-eps{self.eps:.6f}-s{self.steps}{extra}{loss}{obj}"
+        rep = f"-seed{self.seed}" if self.seed else ""
+        return f"{self.attack}-{self.norm}-eps{self.eps:.6f}-s{self.steps}{extra}{loss}{obj}{rep}"
 
     @property
     def eps_label(self) -> str:
@@ -239,6 +241,14 @@ def _with_baselines(points: list[AttackPoint]) -> list[AttackPoint]:
     points = [AttackPoint("random", p.norm, p.eps) if p.attack == "random" else p for p in points]
     out = list(dict.fromkeys(points + sorted(extra, key=lambda p: (p.norm, p.eps))))
     return sorted(out, key=lambda p: (p.attack != "random", p.attack, p.norm, p.eps, p.steps))
+
+
+def with_seeds(points: list[AttackPoint], seeds: int) -> list[AttackPoint]:
+    """``--seeds N``: every point with random draws (all but foolbox's) repeated as seeds 1..N-1 after the
+    originals (seed 0), each repetition with its own draws (its key, and so its derived seeds, differ)."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise RobustsegError(f"seeds must be a positive integer, got {seeds!r}")
+    return points + [replace(p, seed=k) for k in range(1, seeds) for p in points if p.attack != "foolbox"]
 
 
 def load_suite(path: str | Path | None = None) -> Suite:

@@ -157,3 +157,31 @@ def test_an_image_a_member_emptied_is_not_attacked_again(tmp_path):
     assert info == {"gradient_evaluations": 6 * 2 + 4 * 2, "gradient_evaluations_saved": 2 * 2}
     winners = pd.read_csv(res.out / "ensemble_winners.csv")
     assert set(winners[winners.image_id.isin([1, 4])].members_run) == {1}
+
+
+def test_seeds_repeat_every_attack_and_report_the_spread(tmp_path):
+    """--seeds 3: each point twice more with its own draws; seed 0 is exactly the run without --seeds, and the
+    checks and the report's tables read seed 0 (the spread beside them)."""
+    import json
+
+    from robustseg import run_suite
+    from robustseg.suites import parse_suite
+    suite = parse_suite({"attack": [{"type": "pgd", "eps": ["4/255"], "steps": 1}]}, "one")
+    kw = dict(limit=4, batch_size=2, progress=False, sanity_images=0, bootstrap=50)
+    one = run_suite(load_trained_model(), suite, out=tmp_path / "one", **kw)
+    three = run_suite(load_trained_model(), suite, out=tmp_path / "three", seeds=3, **kw)
+    m = three.metrics
+    pgd = m[(m.attack == "pgd") & (m.metric == "AP") & (m.iou_type == "bbox")]
+    assert sorted(pgd.seed) == [0, 1, 2] and list(pgd.point) == [
+        "pgd-linf-eps0.015686-s1", "pgd-linf-eps0.015686-s1-seed1", "pgd-linf-eps0.015686-s1-seed2"]
+    assert sorted(m[(m.attack == "random") & (m.metric == "AP") & (m.iou_type == "bbox")].seed) == [0, 1, 2]
+    base = one.metrics.drop(columns="seed")
+    first = m[m.seed.fillna(0) == 0].drop(columns="seed").reset_index(drop=True)
+    assert first.equals(base.reset_index(drop=True))  # seed 0 is the run without --seeds, to the last digit
+    preds = [json.loads((three.out / "predictions" / f"{k}.json").read_text()) for k in pgd.point]
+    assert preds[0] != preds[1] and preds[1] != preds[2]  # every seed its own draws
+    assert (one.out / "sanity.json").read_text() == (three.out / "sanity.json").read_text()
+    assert "over 3 seeds" in three.summary()
+    html = (three.out / "report.html").read_text()
+    assert 'id="seeds"' in html and 'data-point="pgd-linf-eps0.015686-s1"' in html
+    assert json.loads((three.out / "run.json").read_text())["attack"]["seeds"] == 3

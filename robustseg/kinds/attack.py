@@ -27,7 +27,7 @@ from ..results import write_csv
 from ..run import GRADIENT_COST, BatchOut, Kind, Point, RunOptions, execute
 from ..run.context import COUNT_SCORE
 from ..run.summary import summary_table
-from ..suites import AttackPoint, Suite, load_suite
+from ..suites import AttackPoint, Suite, load_suite, with_seeds
 from ..utils import derived_seed
 from . import attack_checks as checks
 from . import ensemble
@@ -68,22 +68,24 @@ class AttackSweep(Kind):
     name = "attack"
     default_limit = DEFAULT_LIMIT
 
-    def __init__(self, suite: Suite, sanity_images: int | None = None, checks_mode: str = "quick"):
+    def __init__(self, suite: Suite, sanity_images: int | None = None, checks_mode: str = "quick", seeds: int = 1):
         if checks_mode not in checks.CHECKS:
             raise RobustsegError(f"checks must be one of {', '.join(checks.CHECKS)}, not {checks_mode!r}")
         self.suite, self.sanity_images, self.checks = suite, sanity_images, checks_mode
-        self.plan: list[AttackPoint] = suite.points
+        self.seeds = seeds
+        self.plan: list[AttackPoint] = with_seeds(suite.points, seeds)  # refuses a bad count before any work
 
     def fingerprint(self, ctx) -> dict:
         """The suite and the checks (a resumed run must measure every batch the same way)."""
-        return {"suite": self.suite.as_dict()["points"], "ensemble": self.suite.ensemble, "checks": self.checks,
-                "sanity_images": self.sanity_images}
+        return {"suite": self.suite.as_dict()["points"], "ensemble": self.suite.ensemble, "seeds": self.seeds,
+                "checks": self.checks, "sanity_images": self.sanity_images}
 
     def describe(self, ctx) -> dict:
-        return {"suite": self.suite.as_dict(), "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
+        return {"suite": self.suite.as_dict(), "seeds": self.seeds,
+                "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
 
     def check(self, ctx) -> None:
-        self.plan = _checked_points(self.suite, ctx.lm, ctx.ds)
+        self.plan = with_seeds(_checked_points(self.suite, ctx.lm, ctx.ds), self.seeds)
         with_amp(make_objective("gt"), ctx.opts.amp, ctx.device)  # an unusable --amp fails here, before any work
         usable = len(ctx.ds) - len(ctx.problems)
         gradients = usable * sum(p.steps for p in self.plan if p.attack not in ("random", "foolbox"))
@@ -104,11 +106,17 @@ class AttackSweep(Kind):
 
     def ready(self, ctx, run_dir) -> None:
         self.out = run_dir.path
-        self.example_keys = example_points(self.plan)  # a few adversarial images per family, for the report
+        self.example_keys = example_points(self.first_seed)  # a few adversarial images per family, for the report
 
     def points(self, ctx) -> list[Point]:
         return [Point(p.key, self.name, {"attack": p.attack, "norm": p.norm, "eps": p.eps, "eps_label": p.eps_label,
-                                          "steps": p.steps}) for p in self.plan if p.attack != "foolbox"]
+                                          "steps": p.steps, "seed": p.seed}) for p in self.plan if p.attack != "foolbox"]
+
+    @property
+    def first_seed(self) -> list[AttackPoint]:
+        """The plan's points at seed 0: what the sanity checks and the report's curves read (--seeds adds the
+        other seeds' spread beside them)."""
+        return [p for p in self.plan if p.seed == 0]
 
     def cost_per_image(self, ctx) -> float:
         """The points, and (checks on) per objective the clean loss and gradient health measured once."""
@@ -302,12 +310,13 @@ def _object_accuracy(rows: list[dict]) -> list[dict]:
 def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
               data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
               force: bool = False, resume: bool = False, sanity_images: int | None = None, checks: str = "quick",
-              **options):
+              seeds: int = 1, **options):
     """Attack ``model`` with every point of ``suite`` (default quick) on a dataset (default: the first 32 images
     of the built-in synthetic split) and write the results directory; returns a RunResult (None on torchrun
     ranks other than 0). ``options`` are RunOptions: limit, batch_size, device, seed, on_error, amp, workers,
     progress, command, category_map, bootstrap. ``checks``: full, quick (default: the unbounded-attack probe
-    within the attacks' own cost) or off (docs/objectives.md, "Sanity checks"); ``sanity_images``: images for that probe (0 skips it)."""
+    within the attacks' own cost) or off (docs/objectives.md, "Sanity checks"); ``sanity_images``: images for that probe (0 skips it).
+    ``seeds``: every attack repeated with that many independent random draws (the spread is reported)."""
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    return execute([AttackSweep(suite, sanity_images, checks)], model, data, images, out=out, opts=RunOptions(**options),
+    return execute([AttackSweep(suite, sanity_images, checks, seeds)], model, data, images, out=out, opts=RunOptions(**options),
                    force=force, resume=resume, label=suite.name)

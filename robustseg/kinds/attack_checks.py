@@ -83,7 +83,9 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
     eval_ids = scored.eval_ids["images"]
     probe = unbounded(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
         if ctx.ds.has_annotations and n else None
-    report = sanity.run_checks(scored.metrics, sweep.plan, per_image, grads, probe)
+    keys = {p.key for p in sweep.first_seed}  # --seeds: the checks read seed 0, as a run without it would
+    report = sanity.run_checks(scored.metrics, sweep.first_seed, [r for r in per_image if r["point"] in keys],
+                               grads, probe)
     if probe is None and probe_plan["skipped"] and not probe_plan["asked"]:
         # the masking probe did not run: the verdict cannot be pass (Carlini et al.: a check not made is no pass)
         report["checks"].append({"check": "unbounded", "verdict": "warn", "detail": f"not run: "

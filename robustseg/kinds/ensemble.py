@@ -18,15 +18,16 @@ from ..run import Point
 from ..suites import AttackPoint
 
 MEMBER_ATTACKS = ("fgsm", "pgd", "mifgsm", "apgd")  # the gradient attacks; random noise is the baseline, not a member
-WINNER_COLUMNS = ["image_id", "norm", "eps", "eps_label", "iou_type", "winner", "objective", "members_run"]
+WINNER_COLUMNS = ["image_id", "norm", "eps", "eps_label", "seed", "iou_type", "winner", "objective", "members_run"]
 
 
-def groups(plan: list[AttackPoint]) -> dict[tuple[str, float], list[AttackPoint]]:
-    """(norm, eps) -> its members, in the plan's order (the order they run in)."""
-    out: dict[tuple[str, float], list[AttackPoint]] = {}
+def groups(plan: list[AttackPoint]) -> dict[tuple[str, float, int], list[AttackPoint]]:
+    """(norm, eps, seed) -> its members, in the plan's order (the order they run in); under --seeds each seed
+    has its own ensemble."""
+    out: dict[tuple[str, float, int], list[AttackPoint]] = {}
     for p in plan:
         if p.attack in MEMBER_ATTACKS:
-            out.setdefault((p.norm, p.eps), []).append(p)
+            out.setdefault((p.norm, p.eps, p.seed), []).append(p)
     return out
 
 
@@ -37,9 +38,9 @@ def gradient_budget(p: AttackPoint) -> int:
 
 def robust_point(members: list[AttackPoint]) -> Point:
     first = members[0]
-    return Point(f"robust-{first.norm}-eps{first.eps:.6f}", "attack",
+    return Point(f"robust-{first.norm}-eps{first.eps:.6f}" + (f"-seed{first.seed}" if first.seed else ""), "attack",
                  {"attack": "robust", "norm": first.norm, "eps": first.eps, "eps_label": first.eps_label,
-                  "steps": sum(gradient_budget(m) for m in members)})
+                  "steps": sum(gradient_budget(m) for m in members), "seed": first.seed})
 
 
 class Emptied:
@@ -47,11 +48,11 @@ class Emptied:
     adversarial image and outputs, so later members at that eps skip them."""
 
     def __init__(self):
-        self.by_group: dict[tuple[str, float], dict[int, tuple]] = {}
+        self.by_group: dict[tuple[str, float, int], dict[int, tuple]] = {}
 
     def done(self, p: AttackPoint) -> dict[int, tuple]:
         """Position in the batch -> (adversarial image, outputs, member key) of the images already emptied."""
-        return self.by_group.setdefault((p.norm, p.eps), {}) if p.attack in MEMBER_ATTACKS else {}
+        return self.by_group.setdefault((p.norm, p.eps, p.seed), {}) if p.attack in MEMBER_ATTACKS else {}
 
     def record(self, p: AttackPoint, positions: list[int], adv: list, outputs: list) -> None:
         if p.attack not in MEMBER_ATTACKS:
@@ -85,7 +86,8 @@ def add_robust_points(gt, scored, plan: list[AttackPoint], per_image: list[dict]
             if iou_type == "bbox":
                 scored.results[point.key] = chosen
             winners += [{"image_id": iid, "norm": point.columns["norm"], "eps": point.columns["eps"],
-                         "eps_label": point.columns["eps_label"], "iou_type": iou_type, "winner": w,
+                         "eps_label": point.columns["eps_label"], "seed": point.columns["seed"],
+                         "iou_type": iou_type, "winner": w,
                          "objective": by_key[w].objective,
                          "members_run": sum(ran[(m.key, iid)] for m in members)}
                         for iid, w in zip(sel.image_ids, sel.winners)]

@@ -22,7 +22,7 @@ from . import corruption as corr
 from . import examples as ex
 from . import plots
 from . import robust
-from .rundata import RunData, load_run
+from .rundata import RunData, load_run, seed_spread
 from .summary import write_summary
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -297,6 +297,7 @@ def build_context(run: RunData, out_dir: Path) -> dict:
         "gradnorms": optional("gradient norms", lambda: _gradnorm_summary(run), []),
         "gradnorm_figure": optional("gradient-norm plot", lambda: images.add(
             plots.gradnorm_cdfs([run]), "gradnorm-cdf", "input-gradient norm CDFs"), None),
+        "seed_spread": optional("spread over seeds", lambda: seed_spread(run), []),
         "robust": optional("robust AP", lambda: robust.section(run, images, optional), None),
         "corruption": optional("corruptions", lambda: corr.section(run, images, _embed_png, optional, csv_table),
                                None),

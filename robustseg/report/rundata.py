@@ -11,7 +11,7 @@ from ..errors import RobustsegError
 
 BASELINES = ("clean", "random")
 SECTION_KINDS = ("probe", "patch")  # kinds with a section of their own; attack rows form the eps-swept families
-_KEY = re.compile(r"^.*?-eps[0-9.]+-s\d+-?(.*)$")
+_KEY = re.compile(r"^.*?-eps[0-9.]+-s\d+-?(.*?)(?:-?seed\d+)?$")
 
 
 def variant_of(point_key: str) -> str:
@@ -31,6 +31,7 @@ class RunData:
     gradnorms: pd.DataFrame | None = None
     sanity: dict | None = None
     label: str = ""
+    seeds: pd.DataFrame | None = None  # under --seeds: every seed's rows (``metrics`` holds seed 0's)
 
     @property
     def name(self) -> str:
@@ -79,6 +80,24 @@ class RunData:
         return None if g.empty else g.loc[g.value.idxmin()]
 
 
+def seed_spread(run: RunData) -> list[dict]:
+    """Per point repeated under --seeds: box and mask AP over its seeds (mean, sd, min, max, n)."""
+    if run.seeds is None:
+        return []
+    ap = run.seeds[(run.seeds.metric == "AP") & run.seeds.seed.notna()]
+    ap = ap.assign(base=[re.sub(r"-seed\d+$", "", p) for p in ap.point])
+    rows = []
+    for base, g in ap.groupby("base", sort=False):
+        if g.seed.nunique() < 2:
+            continue
+        row = {"point": base, "n": int(g.seed.nunique())}
+        for t in ("bbox", "segm"):
+            v = g[g.iou_type == t].value.astype(float)
+            row.update({f"{t}_mean": v.mean(), f"{t}_sd": v.std(ddof=1), f"{t}_min": v.min(), f"{t}_max": v.max()})
+        rows.append(row)
+    return rows
+
+
 def _csv(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
@@ -102,7 +121,10 @@ def load_run(run_dir: str | Path, label: str = "") -> RunData:
     metrics = read_metrics(run_dir)
     metrics["variant"] = [variant_of(p) if k == "attack" and a != "random" else ""
                           for p, a, k in zip(metrics.point, metrics.attack, metrics.kind)]
+    repeated = metrics.seed.fillna(0) > 0
+    seeds = metrics if repeated.any() else None
+    metrics = metrics[~repeated].reset_index(drop=True)  # every curve, table and check reads seed 0
     sanity = read_sanity(run_dir / "sanity.json") if (run_dir / "sanity.json").is_file() else None
     return RunData(run_dir, info, metrics, per_class=_csv(run_dir / "per_class.csv"),
                    per_image=_csv(run_dir / "per_image.csv"), gradnorms=_csv(run_dir / "gradnorms.csv"),
-                   sanity=sanity, label=label)
+                   sanity=sanity, label=label, seeds=seeds)

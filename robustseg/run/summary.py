@@ -23,6 +23,9 @@ def summary_table(df) -> str:
     """bbox and segm AP per point; eps as written (8/255), steps, and what else tells points apart (objective,
     losses, parameters: the end of the point's key). Points with no eps (patches) show their name."""
     ap = df[df.metric == "AP"]
+    repeated = ap.seed.fillna(0) > 0
+    spread = _seed_lines(ap) if repeated.any() else []
+    ap = ap[~repeated]
     width = 42 if ap.ci_lo.notna().any() else 16
     lines = [f"{'attack':12} {'norm':6} {'eps':>8} {'steps':>5} {'bbox AP':>{width}} {'segm AP':>{width}}  variant"]
     for key, g in ap.groupby("point", sort=False):
@@ -38,4 +41,20 @@ def summary_table(df) -> str:
         lines.append(f"{head} {cells[0]:>{width}} {cells[1]:>{width}}  {variant}".rstrip())
     if width > 16:
         lines.append("[lo,hi]: 95% bootstrap interval over images (run.json 'intervals')")
-    return "\n".join(lines)
+    return "\n".join(lines + spread)
+
+
+def _seed_lines(ap) -> list[str]:
+    """Under --seeds: per repeated point, its AP over the seeds (the table above shows seed 0)."""
+    ap = ap.assign(base=[re.sub(r"-seed\d+$", "", p) for p in ap.point])
+    lines = []
+    for base, g in ap.groupby("base", sort=False):
+        if g.seed.nunique() < 2:
+            continue
+        cells = []
+        for t in ("bbox", "segm"):
+            v = g[g.iou_type == t].value
+            cells.append(f"{t} {v.mean():.3f} sd {v.std(ddof=1):.3f} [{v.min():.3f},{v.max():.3f}]")
+        lines.append(f"  {base}: {', '.join(cells)}")
+    n = int(ap.seed.nunique())
+    return [f"over {n} seeds (mean, sd, [min,max]; the table shows seed 0):", *lines] if lines else []
