@@ -59,11 +59,6 @@ def _model_arg(args):
     return load_model(args.model, device=args.device, **overrides)
 
 
-def _data_paths(args) -> tuple[str | None, str | None]:
-    """--data/--images as given (the engine checks them; None: the built-in synthetic split)."""
-    return args.data, args.images
-
-
 def _run_options(args) -> dict:
     """The RunOptions every kind takes, from the command line."""
     return {"limit": args.limit, "batch_size": args.batch_size, "device": args.device, "seed": args.seed,
@@ -378,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_train(sub)
     _parser_gradnorm(sub)
     _parser_compare(sub)
+    from .cli_transfer import add_parser as _parser_transfer
+    _parser_transfer(sub)
     return ap
 
 

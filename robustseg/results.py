@@ -23,8 +23,8 @@ from .fileio import atomic_write, read_json, write_json
 
 # one schema for every kind: kind says which part wrote the row (clean, attack, patch, probe, gradnorm,
 # corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption)
-IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "seed", "point", "patch_area", "probe",
-                    "corruption", "severity"]
+IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "seed", "point", "source", "patch_area",
+                    "probe", "corruption", "severity"]
 # ci_lo/ci_hi: 95% bootstrap interval of value over images; drop_ci_lo/hi: of drop_abs, paired with clean
 METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "ci_lo", "ci_hi", "clean_value", "drop_abs",
                                      "drop_ci_lo", "drop_ci_hi", "drop_rel"]
@@ -72,12 +72,14 @@ def read_metrics(out: Path) -> pd.DataFrame:
     path = Path(out) / "metrics.csv"
     try:
         df = pd.read_csv(path, dtype={"point": str, "attack": str, "eps_label": str, "kind": str, "probe": str,
-                                      "corruption": str})
+                                      "corruption": str, "source": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise RobustsegError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     for c in INTERVAL_COLUMNS:  # written before the bootstrap intervals (0.3): no intervals, the rest is sound
         if c not in df.columns:
             df[c] = float("nan")
+    if "source" not in df.columns:  # written before the transfer kind: no row was crafted on another model
+        df["source"] = float("nan")
     if "seed" not in df.columns:  # written before --seeds: every attack point is its run's only draw, seed 0
         df["seed"] = (df.kind == "attack").map({True: 0.0, False: float("nan")}) if "kind" in df.columns else 0.0
     df = df[[c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]]

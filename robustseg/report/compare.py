@@ -11,6 +11,7 @@ from .. import results
 from ..fileio import atomic_write, write_text
 from . import corruption as corr
 from . import plots
+from . import transfer
 from .html import Images, env, headline
 from .rundata import RunData, load_run
 from .summary import write_summary
@@ -70,7 +71,7 @@ def write_comparison(run_dirs, out: str | Path | None = None, force: bool = Fals
     html = env().get_template("compare.html.j2").render(
         runs=[{"name": r.name, "path": str(r.path), "info": r.info, "headline": headline(r),
                "corruption": _corruption_rows(r)} for r in runs],
-        deltas=deltas, figures=[f for f in figures if f], generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        deltas=deltas, figures=[f for f in figures if f], transfer=transfer.matrices(runs), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     return write_text(out_dir / "report.html", html)
 
 
