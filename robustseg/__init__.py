@@ -25,11 +25,13 @@ from .kinds.gradnorm import run_gradnorms
 from .kinds.patch import run_patches
 from .kinds.probe import run_probes
 from .models import load_model, save_checkpoint
+from .models.defence import as_model
 from .report.html import write_report
 from .run import RunOptions, RunResult, execute
 from .suites import load_suite
+from .transfer import run_transfer
 from .training import TrainConfig, train
 
-__all__ = ["__version__", "evaluate_model", "attack", "compare_checkpoints", "CocoDataset", "generate_synthetic",
+__all__ = ["__version__", "as_model", "evaluate_model", "attack", "compare_checkpoints", "CocoDataset", "generate_synthetic",
            "run_suite", "run_gradnorms", "run_patches", "run_probes", "run_corruptions", "load_model", "save_checkpoint",
-           "write_report", "RunOptions", "RunResult", "execute", "load_suite", "TrainConfig", "train"]
+           "write_report", "RunOptions", "RunResult", "execute", "load_suite", "run_transfer", "TrainConfig", "train"]

@@ -161,7 +161,8 @@ def cmd_attack(args) -> int:
         suite = load_suite(args.suite)
     _check_early(args)
     res = run_suite(_model_arg(args), suite, args.data, args.images, out=args.out, force=args.force,
-                    resume=args.resume, checks=args.checks, seeds=args.seeds, **_run_options(args))
+                    resume=args.resume, checks=args.checks, seeds=args.seeds, eot=args.eot,
+                    **_run_options(args))
     return _report(res, "metrics.csv, per_image.csv, predictions/, run.json, report.html")
 
 
@@ -250,6 +251,7 @@ def _parser_attack(sub) -> None:
                    help="sanity checks: quick (default; the unbounded-attack probe only within the attacks' own "
                         "cost), full (always PGD-20 at eps 1 on 8 images) or off (none: said loudly in the report)")
     a.add_argument("--seeds", type=int, default=1, help="repeat every attack with N random draws; report the spread")
+    a.add_argument("--eot", type=int, default=1, help="average each attack gradient over N forward passes (EOT)")
     a.set_defaults(func=cmd_attack)
 
 

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..attacks import ATTACKS
+from ..attacks.eot import with_eot
 from ..attacks.foolbox_bridge import object_robust_accuracy
 from ..attacks.objectives import attack_targets, make_objective, mislabel_to, target_label_for, with_amp
 from ..errors import RobustsegError
@@ -68,20 +69,23 @@ class AttackSweep(Kind):
     name = "attack"
     default_limit = DEFAULT_LIMIT
 
-    def __init__(self, suite: Suite, sanity_images: int | None = None, checks_mode: str = "quick", seeds: int = 1):
+    def __init__(self, suite: Suite, sanity_images: int | None = None, checks_mode: str = "quick", seeds: int = 1,
+                 eot: int = 1):
         if checks_mode not in checks.CHECKS:
             raise RobustsegError(f"checks must be one of {', '.join(checks.CHECKS)}, not {checks_mode!r}")
+        if not isinstance(eot, int) or isinstance(eot, bool) or eot < 1:
+            raise RobustsegError(f"eot must be a positive number of forward passes per gradient, got {eot!r}")
         self.suite, self.sanity_images, self.checks = suite, sanity_images, checks_mode
-        self.seeds = seeds
+        self.seeds, self.eot = seeds, eot
         self.plan: list[AttackPoint] = with_seeds(suite.points, seeds)  # refuses a bad count before any work
 
     def fingerprint(self, ctx) -> dict:
         """The suite and the checks (a resumed run must measure every batch the same way)."""
         return {"suite": self.suite.as_dict()["points"], "ensemble": self.suite.ensemble, "seeds": self.seeds,
-                "checks": self.checks, "sanity_images": self.sanity_images}
+                "eot": self.eot, "checks": self.checks, "sanity_images": self.sanity_images}
 
     def describe(self, ctx) -> dict:
-        return {"suite": self.suite.as_dict(), "seeds": self.seeds,
+        return {"suite": self.suite.as_dict(), "seeds": self.seeds, "eot": self.eot,
                 "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
 
     def check(self, ctx) -> None:
@@ -131,7 +135,9 @@ class AttackSweep(Kind):
         return self.checks == "full" or (self.checks == "quick" and p.attack != "random")
 
     def point_cost(self, p: AttackPoint) -> float:
-        return point_cost(p) - (0.0 if p.attack == "foolbox" or self.measures_loss(p) else 1.0)
+        """point_cost, with --eot's passes per gradient step."""
+        extra = (self.eot - 1) * p.steps * GRADIENT_COST if p.attack not in ("random", "foolbox") else 0.0
+        return point_cost(p) + extra - (0.0 if p.attack == "foolbox" or self.measures_loss(p) else 1.0)
 
     def target_label(self, lm: LoadedModel, point: AttackPoint) -> int | None:
         return target_label_for(point.target_class, lm.class_names)
@@ -182,8 +188,9 @@ class AttackSweep(Kind):
         if not imgs:
             return [], []
         torch.manual_seed(seed)
-        adv = build_attack(point)(ctx.lm.model, imgs, targets, [point.eps],
-                                  with_amp(objective, ctx.opts.amp, ctx.device), torch.Generator().manual_seed(seed))[0]
+        objective = with_eot(with_amp(objective, ctx.opts.amp, ctx.device), self.eot)
+        adv = build_attack(point)(ctx.lm.model, imgs, targets, [point.eps], objective,
+                                  torch.Generator().manual_seed(seed))[0]
         return adv, predict(ctx.lm.model, adv)
 
     def foolbox(self, ctx, point: AttackPoint, imgs, tgts, ids, seed: int) -> list[dict]:
@@ -310,13 +317,14 @@ def _object_accuracy(rows: list[dict]) -> list[dict]:
 def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path | Suite | None = None,
               data: str | Path | None = None, images: str | Path | None = None, *, out: str | Path | None = None,
               force: bool = False, resume: bool = False, sanity_images: int | None = None, checks: str = "quick",
-              seeds: int = 1, **options):
+              seeds: int = 1, eot: int = 1, **options):
     """Attack ``model`` with every point of ``suite`` (default quick) on a dataset (default: the first 32 images
     of the built-in synthetic split) and write the results directory; returns a RunResult (None on torchrun
     ranks other than 0). ``options`` are RunOptions: limit, batch_size, device, seed, on_error, amp, workers,
     progress, command, category_map, bootstrap. ``checks``: full, quick (default: the unbounded-attack probe
     within the attacks' own cost) or off (docs/objectives.md, "Sanity checks"); ``sanity_images``: images for that probe (0 skips it).
-    ``seeds``: every attack repeated with that many independent random draws (the spread is reported)."""
+    ``seeds``: every attack repeated with that many independent random draws (the spread is reported); ``eot``:
+    forward passes each attack gradient averages, for models with randomised preprocessing (docs/defences.md)."""
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    return execute([AttackSweep(suite, sanity_images, checks, seeds)], model, data, images, out=out, opts=RunOptions(**options),
+    return execute([AttackSweep(suite, sanity_images, checks, seeds, eot)], model, data, images, out=out, opts=RunOptions(**options),
                    force=force, resume=resume, label=suite.name)
