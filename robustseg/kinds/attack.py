@@ -55,11 +55,16 @@ def _count(outputs) -> list[int]:
     return [int((o["scores"] >= SCORE_THRESHOLD).sum()) for o in outputs]
 
 
+QUERY_ATTACKS = ("square",)  # budgets in queries (predictions), no gradient
+NO_GRADIENT = ("random", "foolbox", *QUERY_ATTACKS)  # not in the attacks' own gradient evaluations
 CLEAN_MEASURE = 1.0 + GRADIENT_COST  # per objective and image: its clean loss, and its clean input gradient
 
 
 def point_cost(p: AttackPoint) -> float:
-    """Prediction-equivalents of one point per image: its gradient steps, its prediction, its loss measurement."""
+    """Prediction-equivalents of one point per image: its gradient steps (a black-box attack's queries, one
+    prediction each), its prediction, its loss measurement."""
+    if p.attack in QUERY_ATTACKS:
+        return p.steps + 2.0
     return max(p.steps, 1 if p.attack != "random" else 0) * GRADIENT_COST + 2.0
 
 
@@ -78,13 +83,13 @@ class AttackSweep(Kind):
         return {"suite": self.suite.as_dict()["points"], "checks": self.checks, "sanity_images": self.sanity_images}
 
     def describe(self, ctx) -> dict:
-        return {"suite": self.suite.as_dict(), "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
+        return {"suite": self.suite.as_dict(), "checks": {"mode": self.checks, "probe": self.probe_plan}}
 
     def check(self, ctx) -> None:
         self.plan = _checked_points(self.suite, ctx.lm, ctx.ds)
         with_amp(make_objective("gt"), ctx.opts.amp, ctx.device)  # an unusable --amp fails here, before any work
         usable = len(ctx.ds) - len(ctx.problems)
-        gradients = usable * sum(p.steps for p in self.plan if p.attack not in ("random", "foolbox"))
+        gradients = usable * sum(p.steps for p in self.plan if p.attack not in NO_GRADIENT)
         self.probe_plan = checks.plan_probe(self.checks, usable, gradients, self.sanity_images)
 
     def prepare(self, ctx, run_dir) -> None:
@@ -94,11 +99,12 @@ class AttackSweep(Kind):
             tqdm.write("checks: OFF (--checks off): no sanity checks, no per-image objective values; nothing in this "
                        "run can tell a robust model from one with masked gradients", file=sys.stderr)
         elif p["images"]:
-            tqdm.write(f"checks ({self.checks}): after the attacks, the unbounded-attack probe: PGD-{p['steps']} at "
-                       f"eps {p['eps']:g} on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
-                       f"evaluations; per point, each image's objective measured once more", file=sys.stderr)
+            tqdm.write(f"checks ({self.checks}): after the attacks, the masking probe: PGD-{p['steps']} at {p['eps']}, "
+                       f"and a determinism repeat, on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
+                       f"evaluations and {p['predictions']} predictions; per point, each image's objective measured "
+                       f"once more", file=sys.stderr)
         else:
-            tqdm.write(f"checks ({self.checks}): unbounded-attack probe skipped ({p['skipped']})", file=sys.stderr)
+            tqdm.write(f"checks ({self.checks}): masking probe skipped ({p['skipped']})", file=sys.stderr)
 
     def ready(self, ctx, run_dir) -> None:
         self.out = run_dir.path
@@ -117,8 +123,8 @@ class AttackSweep(Kind):
 
     def measures_loss(self, p: AttackPoint) -> bool:
         """Whether each image's objective is measured after ``p``: not under --checks off, and under quick not for
-        random noise (no check reads it; empty in per_image.csv)."""
-        return self.checks == "full" or (self.checks == "quick" and p.attack != "random")
+        random noise nor for a query attack (no check reads it; empty in per_image.csv)."""
+        return self.checks == "full" or (self.checks == "quick" and p.attack not in ("random", *QUERY_ATTACKS))
 
     def point_cost(self, p: AttackPoint) -> float:
         return point_cost(p) - (0.0 if p.attack == "foolbox" or self.measures_loss(p) else 1.0)
@@ -275,7 +281,7 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     """Attack ``model`` with every point of ``suite`` (default quick) on a dataset (default: the first 32 images
     of the built-in synthetic split) and write the results directory; returns a RunResult (None on torchrun
     ranks other than 0). ``options`` are RunOptions: limit, batch_size, device, seed, on_error, amp, workers,
-    progress, command, category_map, bootstrap. ``checks``: full, quick (default: the unbounded-attack probe
+    progress, command, category_map, bootstrap. ``checks``: full, quick (default: the masking probe
     within the attacks' own cost) or off (docs/objectives.md, "Sanity checks"); ``sanity_images``: images for that probe (0 skips it)."""
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     return execute([AttackSweep(suite, sanity_images, checks)], model, data, images, out=out, opts=RunOptions(**options),
