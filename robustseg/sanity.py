@@ -15,6 +15,8 @@ warn if any check warns, else n/a if any is n/a, else pass.
   A random walk does not pass it (noise of the same size leaves the AP), nor do partly useless gradients;
 - deterministic: two predictions and two input gradients of the same images, under different seeds, agree: a
   randomised model (or gradient) needs EOT, and a white-box attack without it overstates its robustness;
+- saturated_scores: most of the clean confident detections do not have a score of 1.0 (to the 5 decimals of
+  predictions/): a saturated softmax has a vanishing gradient, so gradient attacks cannot lower those scores;
 - black_box: a score-based query attack that sees only predictions (Square, attacks/square.py) is not stronger
   than the strongest gradient attack at its eps by more than the interval: if it is, the gradients are masked.
 """
@@ -40,6 +42,8 @@ PROBE = {"steps": 20, "images": 8, "ladder": (8 / 255, 16 / 255, 32 / 255, 64 / 
 NOISE_KEEPS = 0.8
 FAR_BELOW = 0.25         # the probe's attack must leave at most this fraction of the noise's AP
 GRADIENT_COSINE = 0.99   # two gradients of one input agree at least this well (GPU atomics reorder sums)
+SATURATED_FRACTION = 0.5  # more than this share of confident clean detections at score 1.0: saturated
+CONFIDENT = 0.5           # the detections the saturation check looks at
 GRADIENT_ATTACKS = ("fgsm", "pgd", "mifgsm", "apgd")
 BLACK_BOX_ATTACKS = ("square",)
 Boots = Callable[[str, str], "np.ndarray | None"]  # (point, iou type) -> AP on every bootstrap resample
@@ -263,18 +267,36 @@ def deterministic(probe: dict) -> Check:
                   f"{r['gradient_cosine']:.4f} (at least {GRADIENT_COSINE}); a randomised model needs EOT", **r)
 
 
+def saturated_scores(clean_results: list[dict]) -> Check:
+    """Scores are stored to 5 decimals: 1.0 means above 0.999995, a logit gap over 12 where the softmax's gradient
+    p (1 - p) is below 5e-6 (the shipped model's most confident detections read 0.9999x)."""
+    confident = [r["score"] for r in clean_results if r["score"] >= CONFIDENT]
+    saturated = sum(1 for s in confident if s >= 1.0)
+    if not confident:
+        return _check("saturated_scores", NA, f"no clean detection with score >= {CONFIDENT}", confident=0)
+    share = saturated / len(confident)
+    return _check("saturated_scores", share <= SATURATED_FRACTION,
+                  f"{saturated}/{len(confident)} clean detections with score >= {CONFIDENT} score 1.0 ({share:.0%}; "
+                  f"above {SATURATED_FRACTION:.0%} the softmax is saturated and its gradient vanishes)",
+                  confident=len(confident), saturated=saturated)
+
+
 def overall(checks: list[Check]) -> str:
     verdicts = {c["verdict"] for c in checks}
     return "warn" if "warn" in verdicts else NA if NA in verdicts else "pass"
 
 
 def run_checks(metrics: pd.DataFrame, points: list, per_image: list[dict], grads: list[dict],
-               probe: dict | None, boots: Boots | None = None) -> SanityReport:
+               probe: dict | None, boots: Boots | None = None, clean_results: list[dict] | None = None
+               ) -> SanityReport:
     """Every check the run's figures allow; ``probe``: the masking probe's figures (None: it did not run);
-    ``boots``: each point's AP on the run's shared bootstrap resamples (scoring.Scored.boots)."""
+    ``boots``: each point's AP on the run's shared bootstrap resamples (scoring.Scored.boots);
+    ``clean_results``: the clean COCO results (predictions/clean.json), for the saturation check."""
     aps = _APs(metrics, boots)
     checks = [*beats_random(aps, points), *monotone(aps, points), *pgd_vs_fgsm(aps, points),
               *black_box(aps, points), *loss_increased(per_image), gradients(grads)]
+    if clean_results is not None:
+        checks.append(saturated_scores(clean_results))
     if probe is not None:
         checks += [moderate_eps(probe), deterministic(probe)]
     return {"verdict": overall(checks), "checks": _finite(checks)}

@@ -130,6 +130,13 @@ def _prediction_diff(a: list[dict], b: list[dict], images: list[torch.Tensor]) -
     return worst
 
 
+def _agreement(g1: torch.Tensor, g2: torch.Tensor) -> float:
+    """Cosine of two gradients; two zero gradients agree (their zeros are the gradients check's business)."""
+    if not (g1.any() or g2.any()):
+        return 1.0
+    return float(torch.nn.functional.cosine_similarity(g1.flatten(), g2.flatten(), dim=0, eps=1e-30))
+
+
 def repeatability(ctx, probe: _ProbeImages) -> dict:
     """The probe images predicted twice and their input gradients taken twice, each time under another seed, with
     every anchor and proposal in the loss (so a deterministic model has nothing random left to draw)."""
@@ -143,8 +150,7 @@ def repeatability(ctx, probe: _ProbeImages) -> dict:
                 grads, _ = gradients(model, make_objective("gt"), imgs, tgts, sanitize=False)
             runs.append((outputs, grads))
         diff = max(diff, _prediction_diff(runs[0][0], runs[1][0], imgs))
-        cosines += [float(torch.nn.functional.cosine_similarity(g1.flatten(), g2.flatten(), dim=0, eps=1e-30))
-                    for g1, g2 in zip(runs[0][1], runs[1][1])]
+        cosines += [_agreement(g1, g2) for g1, g2 in zip(runs[0][1], runs[1][1])]
     return {"images": len(probe.ids), "prediction_diff": diff, "gradient_cosine": min(cosines)}
 
 
@@ -153,7 +159,8 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
     eval_ids = scored.eval_ids["images"]
     probe = masking_probe(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
         if ctx.ds.has_annotations and n else None
-    report = sanity.run_checks(scored.metrics, sweep.plan, per_image, grads, probe, scored.boots)
+    report = sanity.run_checks(scored.metrics, sweep.plan, per_image, grads, probe, scored.boots,
+                               scored.results["clean"])
     if probe is None and probe_plan["skipped"] and not probe_plan["asked"]:
         # the masking probe did not run: the verdict cannot be pass (Carlini et al.: a check not made is no pass)
         report["checks"].append({"check": "moderate_eps", "verdict": "warn", "detail": f"not run: "
