@@ -281,6 +281,17 @@ def saturated_scores(clean_results: list[dict]) -> Check:
                   confident=len(confident), saturated=saturated)
 
 
+def warned(report: SanityReport) -> list[str]:
+    """The names of the checks that warned, in their order."""
+    return list(dict.fromkeys(c["check"] for c in report["checks"] if c["verdict"] == "warn"))
+
+
+def verdict_line(report: SanityReport) -> str:
+    """What the run prints at the end: the verdict, naming the checks that warned."""
+    names = warned(report)
+    return f"sanity checks: {report['verdict']}" + (f" ({', '.join(names)}; see sanity.json)" if names else "")
+
+
 def overall(checks: list[Check]) -> str:
     verdicts = {c["verdict"] for c in checks}
     return "warn" if "warn" in verdicts else NA if NA in verdicts else "pass"

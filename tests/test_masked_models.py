@@ -97,8 +97,9 @@ def data(tmp_path_factory):
 def _checks(lm, data, out) -> tuple[str, dict[str, list[dict]]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sanity, "PROBE", {**sanity.PROBE, "steps": 5})
-        run_suite(lm, SUITE, *data, out=out, progress=False, checks="full", bootstrap=100)
+        result = run_suite(lm, SUITE, *data, out=out, progress=False, checks="full", bootstrap=100)
     report = json.loads((out / "sanity.json").read_text())
+    assert sanity.verdict_line(report) in result.summary()  # the run's last line names the checks that warned
     by_name: dict[str, list[dict]] = {}
     for c in report["checks"]:
         by_name.setdefault(c["check"], []).append(c)

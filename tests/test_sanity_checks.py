@@ -125,6 +125,9 @@ def test_every_verdict_reads_back_and_renders(tmp_path):
     for c in checks:
         assert f'data-check="{c["check"]}"' in html and c["detail"] in html
     assert '<span class="badge n/a">n/a</span>' in html
+    assert '<span class="warned">moderate_eps</span>' in html  # the verdict names the check that warned
+    assert sanity.verdict_line(sanity.read_sanity(run / "sanity.json")) == \
+        "sanity checks: warn (moderate_eps; see sanity.json)"
     (run / "sanity.json").write_text(json.dumps({"verdict": "maybe", "checks": []}))
     with pytest.raises(RobustsegError, match="pass|warn|n/a"):
         sanity.read_sanity(run / "sanity.json")

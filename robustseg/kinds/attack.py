@@ -27,6 +27,7 @@ from ..results import write_csv
 from ..run import GRADIENT_COST, BatchOut, Kind, Point, RunOptions, execute
 from ..run.context import COUNT_SCORE
 from ..run.summary import summary_table
+from ..sanity import verdict_line
 from ..suites import AttackPoint, Suite, load_suite
 from ..utils import derived_seed
 from . import attack_checks as checks
@@ -197,7 +198,7 @@ class AttackSweep(Kind):
             write_csv(out / "object_accuracy.csv", _object_accuracy(fb))
         grads = run_dir.read_all("images", "grads")
         if self.checks != "off":
-            checks.write_sanity(ctx, self, scored, per_image, grads, out, self.probe_plan)
+            self.sanity = checks.write_sanity(ctx, self, scored, per_image, grads, out, self.probe_plan)
         measured = {p.key for p in self.plan if self.measures_loss(p)}
         nonfinite = None if self.checks == "off" else sum(
             1 for r in per_image
@@ -235,7 +236,8 @@ class AttackSweep(Kind):
 
     def summary(self, ctx, scored) -> str:
         m = scored.metrics
-        return summary_table(m[m.kind.isin(["clean", self.name])])
+        table = summary_table(m[m.kind.isin(["clean", self.name])])
+        return table + "\n" + verdict_line(self.sanity) if getattr(self, "sanity", None) else table
 
 
 def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, clean_counts, adv_counts) -> list[dict]:

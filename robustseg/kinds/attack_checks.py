@@ -154,7 +154,8 @@ def repeatability(ctx, probe: _ProbeImages) -> dict:
     return {"images": len(probe.ids), "prediction_diff": diff, "gradient_cosine": min(cosines)}
 
 
-def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, probe_plan: dict) -> None:
+def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, probe_plan: dict
+                 ) -> sanity.SanityReport:
     n = probe_plan["images"]
     eval_ids = scored.eval_ids["images"]
     probe = masking_probe(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
@@ -167,3 +168,4 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
                                  f"{probe_plan['skipped']}", "ran": False})
         report["verdict"] = "warn"
     write_json(out / "sanity.json", report)
+    return report
