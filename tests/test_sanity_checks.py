@@ -109,8 +109,8 @@ def test_no_clean_accuracy_is_not_applicable_not_pass_or_warn():
 def test_saturated_scores():
     def results(scores):
         return [{"image_id": 1, "score": s} for s in scores]
-    assert sanity.saturated_scores(results([1.0, 1.0, 0.99998, 0.2]))["verdict"] == "warn"  # 2 of 3 confident
-    assert sanity.saturated_scores(results([1.0, 0.99998, 0.9]))["verdict"] == "pass"
+    assert sanity.saturated_scores(results([1.0] * 10 + [0.2]))["verdict"] == "warn"  # all 10 confident ones
+    assert sanity.saturated_scores(results([1.0] * 8 + [0.99998, 0.9]))["verdict"] == "pass"  # 80%
     assert sanity.saturated_scores(results([0.3]))["verdict"] == "n/a"
 
 
