@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     st.wrap(attack_kind, "predict", "attacked predictions")
     st.wrap(checks, "per_image_losses", "per-image objective values")
     st.wrap(checks, "gradient_health", "clean gradient health")
-    st.wrap(checks, "unbounded", "unbounded probe")
+    st.wrap(checks, "masking_probe", "masking probe")
     st.wrap(scoring, "evaluate", "COCO evaluation + intervals")
     st.wrap(engine, "_write_report", "report")
     real_build = attack_kind.build_attack

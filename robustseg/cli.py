@@ -248,8 +248,8 @@ def _parser_attack(sub) -> None:
     a.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision for the attacks' forward passes "
                                                            "(bf16, or fp16 on CUDA); predictions stay float32")
     a.add_argument("--checks", choices=["full", "quick", "off"], default="quick",
-                   help="sanity checks: quick (default; the unbounded-attack probe only within the attacks' own "
-                        "cost), full (always PGD-20 at eps 1 on 8 images) or off (none: said loudly in the report)")
+                   help="sanity checks: quick (default; the masking probe only within the attacks' own cost), "
+                        "full (always PGD-20 at a moderate eps on 8 images) or off (none: said loudly in the report)")
     a.add_argument("--seeds", type=int, default=1, help="repeat every attack with N random draws; report the spread")
     a.add_argument("--eot", type=int, default=1, help="average each attack gradient over N forward passes (EOT)")
     a.set_defaults(func=cmd_attack)

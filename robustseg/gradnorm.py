@@ -6,8 +6,8 @@ eps * ||grad||_1 (L1 is the dual norm of Linf), an L2 one by eps * ||grad||_2. S
 attack can gain per unit of budget, component by component, and how adversarial fine-tuning changes that.
 
 Each image is its own forward pass (the losses average over a batch, so batching would mix images), in
-``attack_mode`` (frozen normalisation, no parameter gradients), with the RPN/RoI samplers seeded per image so
-two checkpoints are measured under the same draws. Files (docs/adversarial-training.md):
+``attack_mode`` (frozen normalisation, no parameter gradients), with the samplers seeded per image: two checkpoints
+get the same RPN anchor draws, not the same RoI draws (those pick among each model's own proposals). Files (docs/adversarial-training.md):
 ``gradnorms.csv`` (image_id, checkpoint, component, condition, l1, l2, linf) and ``gradnorms_summary.csv``
 (median, mean and 90th percentile per checkpoint, condition and component).
 """

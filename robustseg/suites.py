@@ -9,7 +9,7 @@ Schema (see docs/suites.md)::
                                         # attacks at that eps (docs/robust.md)
 
     [[attack]]
-    type = "pgd"                        # fgsm | pgd | apgd | mifgsm | random
+    type = "pgd"                        # fgsm | pgd | apgd | mifgsm | square | random
     norm = "linf"                       # linf (default) | l2
     eps = ["1/255", "8/255"]            # [0,1] pixel units; strings like "8/255" or numbers
     steps = [10, 20]                    # pgd / mifgsm only; one point per (eps, steps)
@@ -18,6 +18,7 @@ Schema (see docs/suites.md)::
     decay = 1.0                         # mifgsm momentum
     restarts = 1                        # apgd: random restarts (steps = gradient evaluations per restart)
     rho = 0.75                          # apgd: step-halving threshold
+    p_init = 0.05                       # square: the square's initial area fraction (steps = queries)
     losses = ["classifier", "mask"]     # overrides the suite default
     objective = "gt"                    # gt | pseudo | vanish | fabricate | mislabel | mask (docs/objectives.md)
     target_class = "next"               # mislabel only: "next" (label l -> l+1) or a class name
@@ -49,10 +50,12 @@ ALLOWED = {
     "pgd": _COMMON | {"steps", "rel_stepsize", "abs_stepsize", "random_start"},
     "mifgsm": _COMMON | {"steps", "decay"},
     "apgd": _COMMON | {"steps", "restarts", "rho"},  # steps: gradient evaluations per restart
+    "square": {"type", "norm", "eps", "steps", "p_init", "objective"},  # black-box; steps: queries per image
     "foolbox": {"type", "attack", "eps", "options"},
 }
 TOP_LEVEL = {"name", "description", "losses", "ensemble", "attack"}
 TARGETED = ("mislabel", "mislabel-margin")  # the objectives that take a target_class
+SQUARE_OBJECTIVES = ("gt", "pseudo", "vanish")  # what square's detection score can match detections against
 REPO_SUITES = Path(__file__).resolve().parent.parent / "attacks"
 
 
@@ -182,7 +185,9 @@ def _entry_points(a: dict, kind: str, where: str, default_losses) -> list[Attack
         raise SuiteError(f"{where}: {e}") from None
     if not epss:
         raise SuiteError(f"{where}: eps is an empty list")
-    iterative = kind in ("pgd", "mifgsm", "apgd")
+    if kind == "square" and (norm != "linf" or objective not in SQUARE_OBJECTIVES):
+        raise SuiteError(f"{where}: square runs on norm linf with objective {', '.join(SQUARE_OBJECTIVES)}")
+    iterative = kind in ("pgd", "mifgsm", "apgd", "square")
     steps_list = _as_list(a.get("steps", 10)) if iterative else [1 if kind == "fgsm" else 0]
     if not steps_list:
         raise SuiteError(f"{where}: steps is an empty list")
@@ -200,9 +205,9 @@ def _entry_points(a: dict, kind: str, where: str, default_losses) -> list[Attack
             raise SuiteError(f"{where}: random_start must be true or false")
         elif k == "restarts" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise SuiteError(f"{where}: restarts must be a positive integer, got {v!r}")
-        elif k == "rho":
+        elif k in ("rho", "p_init"):  # apgd's step-halving threshold, square's initial area fraction
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
-                raise SuiteError(f"{where}: rho must be a number in (0, 1], got {v!r}")
+                raise SuiteError(f"{where}: {k} must be a number in (0, 1], got {v!r}")
             v = float(v)
         params.append((k, v))
     return [AttackPoint(kind, norm, eps, int(s), losses, tuple(params), objective, target_class)

@@ -1,4 +1,4 @@
-"""--checks full|quick|off (kinds/attack_checks.plan_probe): the unbounded-attack probe sized to the requested work,
+"""--checks full|quick|off (kinds/attack_checks.plan_probe): the masking probe sized to the requested work,
 its cost said before any work and kept in run.json; off skips every check and says so loudly."""
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from _helpers import trained_model_path
 
 def test_the_probe_fits_the_work_in_quick_mode():
     quick_suite = plan_probe("quick", 32, 32 * (4 * 1 + 4 * 10), None)  # the default run
-    assert quick_suite["images"] == 8 and quick_suite["gradient_evaluations"] == 160
+    assert quick_suite["images"] == 8 and quick_suite["gradient_evaluations"] == 8 * (20 + 2)
     one_step = plan_probe("quick", 4, 4 * 1, None)  # a one-step attack on 4 photos: the probe would dominate
     assert one_step["images"] == 0 and "--checks full" in one_step["skipped"]
-    assert plan_probe("quick", 4, 45, None)["images"] == 2  # 2 x 20 <= 45
+    assert plan_probe("quick", 4, 45, None)["images"] == 2  # 2 x (20 + 2) <= 45
     assert plan_probe("full", 4, 4, None)["images"] == 4
     assert plan_probe("off", 32, 10_000, None)["images"] == 0
 
@@ -29,13 +29,13 @@ def test_checks_off_and_quick_on_the_command_line(tmp_path, capsys):
             str(tmp_path / "d" / "images"), "--attack", "fgsm", "--eps", "4/255", "--bootstrap", "0"]
     assert main([*base, "--out", str(tmp_path / "quick")]) == 0
     err = capsys.readouterr().err
-    assert "unbounded-attack probe skipped" in err  # 4 gradient evaluations of attack: the probe does not fit
+    assert "masking probe skipped" in err  # 4 gradient evaluations of attack: the probe does not fit
     info = json.loads((tmp_path / "quick" / "run.json").read_text())
-    assert info["attack"]["checks"]["mode"] == "quick" and info["attack"]["checks"]["unbounded"]["images"] == 0
+    assert info["attack"]["checks"]["mode"] == "quick" and info["attack"]["checks"]["probe"]["images"] == 0
     sanity = json.loads((tmp_path / "quick" / "sanity.json").read_text())
-    probe = next(c for c in sanity["checks"] if c["check"] == "unbounded")
+    probe = next(c for c in sanity["checks"] if c["check"] == "moderate_eps")
     assert probe["verdict"] == "warn" and probe["ran"] is False and sanity["verdict"] == "warn"  # no silent pass
-    assert "The unbounded-attack probe did not run" in (tmp_path / "quick" / "report.html").read_text()
+    assert "The masking probe did not run" in (tmp_path / "quick" / "report.html").read_text()
 
     assert main([*base, "--checks", "off", "--out", str(tmp_path / "off")]) == 0
     assert "checks: OFF" in capsys.readouterr().err

@@ -86,7 +86,8 @@ def test_trained_model_passes_the_sanity_checks(run):
     failing = [c["detail"] for c in sanity["checks"] if c["verdict"] != "pass"]
     assert not failing, failing
     names = {c["check"] for c in sanity["checks"]}
-    assert {"beats_random", "monotone_eps", "unbounded", "loss_increased", "gradients"} <= names
+    assert {"beats_random", "monotone_eps", "pgd_vs_fgsm", "moderate_eps", "deterministic", "loss_increased",
+            "gradients", "saturated_scores"} <= names
 
 
 def test_masked_model_makes_sanity_checks_warn(data, tmp_path):
@@ -99,7 +100,7 @@ def test_masked_model_makes_sanity_checks_warn(data, tmp_path):
     checks = {c["check"]: c for c in json.loads((tmp_path / "run" / "sanity.json").read_text())["checks"]}
     assert json.loads((tmp_path / "run" / "sanity.json").read_text())["verdict"] == "warn"
     assert checks["gradients"]["verdict"] == "warn" and checks["gradients"]["zero"] > 0
-    assert checks["unbounded"]["verdict"] == "warn"
+    assert checks["moderate_eps"]["verdict"] == "warn"
     loss_checks = [c for c in json.loads((tmp_path / "run" / "sanity.json").read_text())["checks"]
                    if c["check"] == "loss_increased"]
     assert any(c["verdict"] == "warn" for c in loss_checks)

@@ -41,9 +41,11 @@ def test_quick_suite():
     assert load_suite(None).points == s.points  # the default suite
     assert load_suite(REPO_SUITES / "quick.toml").points == s.points
     expected = {("random", "linf", k, 0) for k in (1, 2, 4, 8)} | {("fgsm", "linf", k, 1) for k in (1, 2, 4, 8)} | \
-        {("pgd", "linf", k, 10) for k in (1, 2, 4, 8)}
+        {("pgd", "linf", k, 10) for k in (1, 2, 4, 8)} | {("pgd", "linf", 8, 5), ("apgd", "linf", 8, 5),
+                                                          ("square", "linf", 8, 50)}  # what the checks need
+    assert {dict(p.params).get("restarts", 1) for p in s.points if p.attack == "apgd"} == {1, 2}
     assert _points(s) == expected
-    assert len(s.points) == len(expected)
+    assert len(s.points) == len(expected) + 1  # APGD twice: one restart and two
     assert {p.eps_label for p in s.points} == {"1/255", "2/255", "4/255", "8/255"}
     assert all(p.losses == ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
                for p in s.points if p.attack != "random")

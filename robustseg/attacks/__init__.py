@@ -6,9 +6,10 @@ from .mifgsm import MIFGSM
 from .noise import RandomNoise
 from .objectives import LOSS_NAMES, DetectorLoss, resolve_losses
 from .pgd import PGD
+from .square import Square
 
-ATTACKS = {"fgsm": FGSM, "pgd": PGD, "mifgsm": MIFGSM, "random": RandomNoise, "apgd": APGD}
-ITERATIVE = ("pgd", "mifgsm", "apgd")  # the families that take ``steps``
+ATTACKS = {"fgsm": FGSM, "pgd": PGD, "mifgsm": MIFGSM, "random": RandomNoise, "apgd": APGD, "square": Square}
+ITERATIVE = ("pgd", "mifgsm", "apgd", "square")  # the families that take ``steps`` (square: queries)
 
 
 def attack(model, images, targets, *, kind: str = "pgd", eps: float = 8 / 255, norm: str = "linf", steps: int = 10,
@@ -25,5 +26,5 @@ def attack(model, images, targets, *, kind: str = "pgd", eps: float = 8 / 255, n
     return cls(**kwargs)(model, images, targets, [eps], DetectorLoss(resolve_losses(losses)), gen)[0]
 
 
-__all__ = ["NORMS", "Attack", "APGD", "FGSM", "MIFGSM", "RandomNoise", "PGD", "ATTACKS", "ITERATIVE", "LOSS_NAMES",
+__all__ = ["NORMS", "Attack", "APGD", "FGSM", "MIFGSM", "RandomNoise", "PGD", "Square", "ATTACKS", "ITERATIVE", "LOSS_NAMES",
            "DetectorLoss", "resolve_losses", "attack"]

@@ -28,6 +28,7 @@ from ..results import write_csv
 from ..run import GRADIENT_COST, BatchOut, Kind, Point, RunOptions, execute
 from ..run.context import COUNT_SCORE
 from ..run.summary import summary_table
+from ..sanity import verdict_line
 from ..suites import AttackPoint, Suite, load_suite, with_seeds
 from ..utils import derived_seed
 from . import attack_checks as checks
@@ -57,11 +58,16 @@ def _count(outputs) -> list[int]:
     return [int((o["scores"] >= SCORE_THRESHOLD).sum()) for o in outputs]
 
 
+QUERY_ATTACKS = ("square",)  # budgets in queries (predictions), no gradient
+NO_GRADIENT = ("random", "foolbox", *QUERY_ATTACKS)  # not in the attacks' own gradient evaluations
 CLEAN_MEASURE = 1.0 + GRADIENT_COST  # per objective and image: its clean loss, and its clean input gradient
 
 
 def point_cost(p: AttackPoint) -> float:
-    """Prediction-equivalents of one point per image: its gradient steps, its prediction, its loss measurement."""
+    """Prediction-equivalents of one point per image: its gradient steps (a black-box attack's queries, one
+    prediction each), its prediction, its loss measurement."""
+    if p.attack in QUERY_ATTACKS:
+        return p.steps + 2.0
     return max(p.steps, 1 if p.attack != "random" else 0) * GRADIENT_COST + 2.0
 
 
@@ -86,13 +92,13 @@ class AttackSweep(Kind):
 
     def describe(self, ctx) -> dict:
         return {"suite": self.suite.as_dict(), "seeds": self.seeds, "eot": self.eot,
-                "checks": {"mode": self.checks, "unbounded": self.probe_plan}}
+                "checks": {"mode": self.checks, "probe": self.probe_plan}}
 
     def check(self, ctx) -> None:
         self.plan = with_seeds(_checked_points(self.suite, ctx.lm, ctx.ds), self.seeds)
         with_amp(make_objective("gt"), ctx.opts.amp, ctx.device)  # an unusable --amp fails here, before any work
         usable = len(ctx.ds) - len(ctx.problems)
-        gradients = usable * sum(p.steps for p in self.plan if p.attack not in ("random", "foolbox"))
+        gradients = usable * sum(p.steps for p in self.plan if p.attack not in NO_GRADIENT)
         self.probe_plan = checks.plan_probe(self.checks, usable, gradients, self.sanity_images)
 
     def prepare(self, ctx, run_dir) -> None:
@@ -102,11 +108,12 @@ class AttackSweep(Kind):
             tqdm.write("checks: OFF (--checks off): no sanity checks, no per-image objective values; nothing in this "
                        "run can tell a robust model from one with masked gradients", file=sys.stderr)
         elif p["images"]:
-            tqdm.write(f"checks ({self.checks}): after the attacks, the unbounded-attack probe: PGD-{p['steps']} at "
-                       f"eps {p['eps']:g} on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
-                       f"evaluations; per point, each image's objective measured once more", file=sys.stderr)
+            tqdm.write(f"checks ({self.checks}): after the attacks, the masking probe: PGD-{p['steps']} at {p['eps']}, "
+                       f"and a determinism repeat, on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
+                       f"evaluations and {p['predictions']} predictions; per point, each image's objective measured "
+                       f"once more", file=sys.stderr)
         else:
-            tqdm.write(f"checks ({self.checks}): unbounded-attack probe skipped ({p['skipped']})", file=sys.stderr)
+            tqdm.write(f"checks ({self.checks}): masking probe skipped ({p['skipped']})", file=sys.stderr)
 
     def ready(self, ctx, run_dir) -> None:
         self.out = run_dir.path
@@ -131,8 +138,8 @@ class AttackSweep(Kind):
 
     def measures_loss(self, p: AttackPoint) -> bool:
         """Whether each image's objective is measured after ``p``: not under --checks off, and under quick not for
-        random noise (no check reads it; empty in per_image.csv)."""
-        return self.checks == "full" or (self.checks == "quick" and p.attack != "random")
+        random noise nor for a query attack (no check reads it; empty in per_image.csv)."""
+        return self.checks == "full" or (self.checks == "quick" and p.attack not in ("random", *QUERY_ATTACKS))
 
     def point_cost(self, p: AttackPoint) -> float:
         """point_cost, with --eot's passes per gradient step."""
@@ -226,7 +233,7 @@ class AttackSweep(Kind):
             write_csv(out / "object_accuracy.csv", _object_accuracy(fb))
         grads = run_dir.read_all("images", "grads")
         if self.checks != "off":
-            checks.write_sanity(ctx, self, scored, per_image, grads, out, self.probe_plan)
+            self.sanity = checks.write_sanity(ctx, self, scored, per_image, grads, out, self.probe_plan)
         measured = {p.key for p in self.plan if self.measures_loss(p)}
         nonfinite = None if self.checks == "off" else sum(
             1 for r in per_image
@@ -268,7 +275,8 @@ class AttackSweep(Kind):
 
     def summary(self, ctx, scored) -> str:
         m = scored.metrics
-        return summary_table(m[m.kind.isin(["clean", self.name])])
+        table = summary_table(m[m.kind.isin(["clean", self.name])])
+        return table + "\n" + verdict_line(self.sanity) if getattr(self, "sanity", None) else table
 
 
 def _merged(positions: list[int], values: list, known: dict[int, object]) -> list:
@@ -321,7 +329,7 @@ def run_suite(model: str | Path | LoadedModel | None = None, suite: str | Path |
     """Attack ``model`` with every point of ``suite`` (default quick) on a dataset (default: the first 32 images
     of the built-in synthetic split) and write the results directory; returns a RunResult (None on torchrun
     ranks other than 0). ``options`` are RunOptions: limit, batch_size, device, seed, on_error, amp, workers,
-    progress, command, category_map, bootstrap. ``checks``: full, quick (default: the unbounded-attack probe
+    progress, command, category_map, bootstrap. ``checks``: full, quick (default: the masking probe
     within the attacks' own cost) or off (docs/objectives.md, "Sanity checks"); ``sanity_images``: images for that probe (0 skips it).
     ``seeds``: every attack repeated with that many independent random draws (the spread is reported); ``eot``:
     forward passes each attack gradient averages, for models with randomised preprocessing (docs/defences.md)."""

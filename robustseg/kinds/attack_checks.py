@@ -1,14 +1,19 @@
 """What the attack sweep measures for its sanity checks (robustseg/sanity.py, Carlini et al. 2019): each
 image's objective before and after the attack, the input gradient's health at the clean point, and the
-unbounded-attack probe; written to sanity.json at the end."""
+masking probe (PGD at a moderate eps against same-norm noise, and the determinism repeat); written to sanity.json
+at the end."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from .. import sanity
-from ..attacks import PGD
+from ..attacks import PGD, RandomNoise
 from ..attacks.base import gradients
 from ..attacks.objectives import every_sample, make_objective
+from ..eval.bootstrap import interval, resamples
 from ..eval.coco_eval import evaluate, predict, to_coco_results
 from ..fileio import write_json
 from ..models.modes import attack_mode
@@ -37,13 +42,16 @@ def gradient_health(model, images, targets, objective, ids, objective_name: str)
 
 
 CHECKS = ("full", "quick", "off")
+REPEAT_COST = 2  # gradient evaluations per probe image of the determinism check (two gradients, two predictions)
 
 
 def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None) -> dict:
-    """The unbounded probe's size. ``full``: sanity.UNBOUNDED (20 steps on 8 images). ``quick`` (the default):
-    the same steps on as many of those images as keep its gradient evaluations within the attacks' own, none if
-    not even one fits (a one-step attack on 4 images). ``off``: none. ``sanity_images`` (tests) fixes the count."""
-    steps, most = sanity.UNBOUNDED["steps"], min(sanity.UNBOUNDED["images"], images)
+    """The masking probe's size (sanity.PROBE: PGD-20 at a moderate eps on 8 images, the noise ladder and the
+    determinism repeat). ``full``: all 8 images. ``quick`` (the default): as many of those images as keep its
+    gradient evaluations within the attacks' own, none if not even one fits (a one-step attack on 4 images).
+    ``off``: none. ``sanity_images`` (tests) fixes the count."""
+    steps, most = sanity.PROBE["steps"], min(sanity.PROBE["images"], images)
+    per_image = steps + REPEAT_COST
     if mode == "off":
         n, reason = 0, "--checks off"
     elif sanity_images is not None:
@@ -51,44 +59,114 @@ def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int
     elif mode == "full":
         n, reason = most, ""
     else:
-        n = min(most, attack_gradients // steps)
-        reason = "" if n else (f"one image would take {steps} gradient evaluations, more than the attacks' own "
-                               f"{attack_gradients}; --checks full runs it")
-    return {"images": n, "steps": steps, "eps": sanity.UNBOUNDED["eps"], "gradient_evaluations": n * steps,
-            "skipped": reason, "asked": mode == "off" or sanity_images is not None}  # asked: skipped on request
+        n = min(most, attack_gradients // per_image)
+        reason = "" if n else (f"one image would take {per_image} gradient evaluations, more than the attacks' "
+                               f"own {attack_gradients}; --checks full runs it")
+    return {"images": n, "steps": steps, "eps": "the largest of " + ", ".join(
+        f"{e * 255:.0f}/255" for e in sanity.PROBE["ladder"]) + f" where noise keeps {sanity.NOISE_KEEPS:.0%} of "
+        "clean AP", "gradient_evaluations": n * per_image, "predictions": n * (len(sanity.PROBE["ladder"]) + 1),
+        "skipped": reason, "asked": mode == "off" or sanity_images is not None}  # asked: skipped on request
 
 
-def unbounded(ctx, eval_ids: list[int], clean_results: list[dict], steps: int) -> dict:
-    """The gradient-masking probe: PGD at eps 1.0 from the clean image on a few images (sanity.py)."""
-    cfg, lm, ds = {**sanity.UNBOUNDED, "steps": steps}, ctx.lm, ctx.ds
-    pos = {iid: i for i, iid in enumerate(ds.image_ids)}
-    results = []
-    attack = PGD(steps=cfg["steps"], random_start=False)
-    for chunk in batches(len(eval_ids), 4):
-        sub = [eval_ids[i] for i in chunk]
-        loaded = [ctx.load(pos[iid]) for iid in sub]
-        imgs, tgts = [x for x, _ in loaded], [t for _, t in loaded]
-        torch.manual_seed(derived_seed(ctx.seed, "unbounded", sub[0]))
-        adv = attack(lm.model, imgs, tgts, [cfg["eps"]], make_objective("gt"))[0]
-        results += [r for o, iid in zip(predict(lm.model, adv), sub) for r in to_coco_results(o, iid, lm.category_ids)]
+class _ProbeImages:
+    """The probe's images, their ground truth, and bbox AP (with bootstrap values) of predictions on them."""
+
+    def __init__(self, ctx, eval_ids: list[int], n_boot: int):
+        pos = {iid: i for i, iid in enumerate(ctx.ds.image_ids)}
+        self.ctx, self.ids = ctx, eval_ids
+        loaded = [ctx.load(pos[iid]) for iid in eval_ids]
+        self.images, self.targets = [x for x, _ in loaded], [t for _, t in loaded]
+        self.rows = resamples(len(eval_ids), n_boot, derived_seed(ctx.seed, "probe-bootstrap")) if n_boot else None
+
+    def chunks(self):
+        for chunk in batches(len(self.ids), 4):
+            yield ([self.ids[i] for i in chunk], [self.images[i] for i in chunk], [self.targets[i] for i in chunk])
+
+    def scored(self, results: list[dict]) -> tuple[float, np.ndarray | None]:
+        m = evaluate(self.ctx.ds.coco, results, self.ids, ("bbox",), False, resamples=self.rows)
+        return m["bbox"]["AP"], None if self.rows is None else m["boots"]["bbox"]["AP"]
+
+    def attacked(self, attack, eps: float, tag: str) -> tuple[float, np.ndarray | None]:
+        lm, results = self.ctx.lm, []
+        for sub, imgs, tgts in self.chunks():
+            s = derived_seed(self.ctx.seed, tag, eps, sub[0])
+            torch.manual_seed(s)
+            adv = attack(lm.model, imgs, tgts, [eps], make_objective("gt"), torch.Generator().manual_seed(s))[0]
+            results += [r for o, iid in zip(predict(lm.model, adv), sub) for r in to_coco_results(o, iid, lm.category_ids)]
+        return self.scored(results)
+
+
+def _gap(noise: np.ndarray | None, attack: np.ndarray | None) -> list[float] | None:
+    if noise is None or attack is None:
+        return None
+    lo, hi = interval(noise - attack)
+    return None if math.isnan(lo) else [lo, hi]
+
+
+def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: int) -> dict:
+    """sanity.moderate_eps's figures: the noise ladder, then PGD without random start from the clean image at the
+    largest eps whose noise keeps NOISE_KEEPS of the clean AP; and sanity.deterministic's (``repeat``)."""
+    probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap)
     keep = set(eval_ids)
-    clean = evaluate(ds.coco, [r for r in clean_results if r["image_id"] in keep], eval_ids, ("bbox",), False)
-    adv_m = evaluate(ds.coco, results, eval_ids, ("bbox",), False)
-    return {"eps": cfg["eps"], "steps": cfg["steps"], "images": len(eval_ids), "ap": adv_m["bbox"]["AP"],
-            "clean_ap": clean["bbox"]["AP"]}
+    clean_ap, _ = probe.scored([r for r in clean_results if r["image_id"] in keep])
+    ladder = [(eps, *probe.attacked(RandomNoise(), eps, "probe-noise")) for eps in sanity.PROBE["ladder"]]
+    kept = [step for step in ladder if step[1] >= sanity.NOISE_KEEPS * clean_ap]
+    eps, noise_ap, noise_boots = kept[-1] if kept else ladder[0]
+    ap, boots = probe.attacked(PGD(steps=steps, random_start=False), eps, "probe-pgd")
+    return {"eps": eps, "steps": steps, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
+            "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
+            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeatability(ctx, probe)}
 
 
-def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, probe_plan: dict) -> None:
+def _prediction_diff(a: list[dict], b: list[dict], images: list[torch.Tensor]) -> float:
+    """The largest change of a score, or of a box coordinate over its image's size (1.0 if a count changed)."""
+    worst = 0.0
+    for oa, ob, x in zip(a, b, images):
+        if len(oa["scores"]) != len(ob["scores"]):
+            return 1.0
+        if len(oa["scores"]):
+            worst = max(worst, float((oa["scores"] - ob["scores"]).abs().max()),
+                        float((oa["boxes"] - ob["boxes"]).abs().max()) / max(x.shape[-2:]))
+    return worst
+
+
+def _agreement(g1: torch.Tensor, g2: torch.Tensor) -> float:
+    """Cosine of two gradients; two zero gradients agree (their zeros are the gradients check's business)."""
+    if not (g1.any() or g2.any()):
+        return 1.0
+    return float(torch.nn.functional.cosine_similarity(g1.flatten(), g2.flatten(), dim=0, eps=1e-30))
+
+
+def repeatability(ctx, probe: _ProbeImages) -> dict:
+    """The probe images predicted twice and their input gradients taken twice, each time under another seed, with
+    every anchor and proposal in the loss (so a deterministic model has nothing random left to draw)."""
+    model, diff, cosines = ctx.lm.model, 0.0, []
+    for sub, imgs, tgts in probe.chunks():
+        runs = []
+        for r in (1, 2):
+            torch.manual_seed(derived_seed(ctx.seed, "repeat", r, sub[0]))
+            outputs = predict(model, imgs)
+            with attack_mode(model), every_sample(model):
+                grads, _ = gradients(model, make_objective("gt"), imgs, tgts, sanitize=False)
+            runs.append((outputs, grads))
+        diff = max(diff, _prediction_diff(runs[0][0], runs[1][0], imgs))
+        cosines += [_agreement(g1, g2) for g1, g2 in zip(runs[0][1], runs[1][1])]
+    return {"images": len(probe.ids), "prediction_diff": diff, "gradient_cosine": min(cosines)}
+
+
+def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, probe_plan: dict
+                 ) -> sanity.SanityReport:
     n = probe_plan["images"]
     eval_ids = scored.eval_ids["images"]
-    probe = unbounded(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
+    probe = masking_probe(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
         if ctx.ds.has_annotations and n else None
     keys = {p.key for p in sweep.first_seed}  # --seeds: the checks read seed 0, as a run without it would
     report = sanity.run_checks(scored.metrics, sweep.first_seed, [r for r in per_image if r["point"] in keys],
-                               grads, probe)
+                               grads, probe, scored.boots, scored.results["clean"])
     if probe is None and probe_plan["skipped"] and not probe_plan["asked"]:
         # the masking probe did not run: the verdict cannot be pass (Carlini et al.: a check not made is no pass)
-        report["checks"].append({"check": "unbounded", "verdict": "warn", "detail": f"not run: "
-                                 f"{probe_plan['skipped']}", "ran": False})
+        report["checks"].append({"check": "moderate_eps", "verdict": "warn", "detail": f"not run (nor "
+                                 f"deterministic): {probe_plan['skipped']}", "ran": False})
         report["verdict"] = "warn"
     write_json(out / "sanity.json", report)
+    return report

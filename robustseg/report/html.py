@@ -292,7 +292,8 @@ def build_context(run: RunData, out_dir: Path) -> dict:
     return {
         "run": run, "info": run.info, "headline": headline(run), "families": families, "special": special,
         "patch_images": patch_images, "sanity_verdict": verdict, "sanity": checks,
-        "checks_mode": plan.get("mode"), "probe_skipped": (plan.get("unbounded") or {}).get("skipped"), "object_accuracy": objects,
+        "sanity_warned": list(dict.fromkeys(c["name"] for c in checks if c["status"] == "warn")),
+        "checks_mode": plan.get("mode"), "probe_skipped": (plan.get("probe") or {}).get("skipped"), "object_accuracy": objects,
         "all_rows": point_rows(run), "mask_quality_note": mq_note, "has_mask_quality": bool(mq_rows),
         "gradnorms": optional("gradient norms", lambda: _gradnorm_summary(run), []),
         "gradnorm_figure": optional("gradient-norm plot", lambda: images.add(
