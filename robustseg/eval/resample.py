@@ -76,19 +76,23 @@ class FastAccumulator:
         bounds = np.searchsorted(self.cat[occ], np.arange(self.K + 1))
         out = -np.ones((self.T, len(self.rec_thrs), self.K))
         for k in range(self.K) if categories is None else categories:
-            if not present[k] or npig[k] == 0:
-                continue
-            seg = occ[bounds[k]:bounds[k + 1]]
-            nd = len(seg)
-            if nd == 0:
-                out[:, :, k] = 0.0
-                continue
-            tp = np.cumsum(self.tp[:, seg], axis=1).astype(dtype=float)
-            fp = np.cumsum(self.fp[:, seg], axis=1).astype(dtype=float)
-            rc = tp / npig[k]
-            pr = tp / (fp + tp + np.spacing(1))
-            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-            for t in range(self.T):
-                inds = np.searchsorted(rc[t], self.rec_thrs, side="left")
-                out[t, :, k] = np.where(inds < nd, pr[t][np.minimum(inds, nd - 1)], 0.0)
+            if present[k] and npig[k]:
+                out[:, :, k] = self.category_precision(occ[bounds[k]:bounds[k + 1]], int(npig[k]))
+        return out
+
+    def category_precision(self, seg: np.ndarray, npig: int) -> np.ndarray:
+        """[T, R] precision of one category from its detections ``seg`` (indices, in pycocotools' order: score
+        descending, ties by image order then each image's own order) against ``npig`` non-ignored objects."""
+        nd = len(seg)
+        if nd == 0:
+            return np.zeros((self.T, len(self.rec_thrs)))
+        tp = np.cumsum(self.tp[:, seg], axis=1).astype(dtype=float)
+        fp = np.cumsum(self.fp[:, seg], axis=1).astype(dtype=float)
+        rc = tp / npig
+        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+        out = np.empty((self.T, len(self.rec_thrs)))
+        for t in range(self.T):
+            inds = np.searchsorted(rc[t], self.rec_thrs, side="left")
+            out[t] = np.where(inds < nd, pr[t][np.minimum(inds, nd - 1)], 0.0)
         return out

@@ -9,9 +9,10 @@ where that lowers the set's AP; repeat until a sweep changes nothing. Every acce
 is never above any member's AP (by construction; tests/test_robust.py).
 
 Cheap because pycocotools' matching (evaluate) is per image and never depends on the other images: each member
-is matched once, the members' per-image records are stacked as if they were M x n images, and a selection is the
-positions of its n images in that stack, accumulated by eval/resample.py's exact vectorised accumulate(). A swap
-on image i can only change the categories image i has a record for, so only those are re-accumulated.
+is matched once and each category's detections of every member are ranked once, as pycocotools would rank them;
+a selection masks out the members not chosen for each image and runs eval/resample.py's exact accumulate()
+arithmetic on what is left. A swap on image i can only change the categories image i has a record for, so only
+those are re-accumulated.
 """
 from __future__ import annotations
 
@@ -47,7 +48,10 @@ class Selection:
 
 
 class _Stacked:
-    """The members' per-image records side by side: image i of member m sits at position m * n + i."""
+    """The members' per-image records side by side (image i of member m at position m * n + i), and per category
+    every member's detections in the order pycocotools ranks them: score descending, ties by image, then by each
+    image's own order. A selection keeps, per image, one member's detections: the same order, so pycocotools'
+    accumulate() arithmetic on them needs no new sort."""
 
     def __init__(self, gt: COCO, member_results: list[list[dict]], image_ids: list[int], iou_type: str):
         evs = [_matched(gt, rs, image_ids, iou_type) for rs in member_results]
@@ -58,15 +62,29 @@ class _Stacked:
         shim.params.imgIds = list(range(len(evs) * n))
         shim.evalImgs = [rec for k in range(len(p.catIds)) for a in range(areas) for ev in evs
                          for rec in ev.evalImgs[(k * areas + a) * n:(k * areas + a + 1) * n]]
-        self.fast, self.n, self.m = FastAccumulator(shim), n, len(evs)
+        fast = self.fast = FastAccumulator(shim)
+        self.n, self.m = n, len(evs)
         # categories an image has a record of (ground truth or a detection), per member: what a swap can change
-        self.records = self.fast.present.reshape(self.m, n, -1).astype(bool)
-        self.valid = self.fast.npig.reshape(self.m, n, -1)[0].sum(0) > 0  # same ground truth for every member
+        self.records = fast.present.reshape(self.m, n, -1).astype(bool)
+        self.npig = fast.npig.reshape(self.m, n, -1)[0].sum(0)  # the same ground truth for every member
+        self.valid = self.npig > 0
+        stacked = np.repeat(np.arange(self.m * n), fast.lengths)
+        within = np.arange(len(stacked)) - np.repeat(fast.starts, fast.lengths)
+        self.member, self.image = stacked // n, stacked % n
+        order = np.lexsort((within, self.image, -fast.score, fast.cat))
+        bounds = np.searchsorted(fast.cat[order], np.arange(fast.K + 1))
+        self.by_category = [order[bounds[k]:bounds[k + 1]] for k in range(fast.K)]
 
     def category_ap(self, choice: np.ndarray, categories=None) -> np.ndarray:
-        """Per category, its AP (the mean over IoU thresholds and recalls) on the images of ``choice``."""
-        prec = self.fast.precision(choice * self.n + np.arange(self.n), categories)
-        return prec.mean(axis=(0, 1))
+        """Per category (all, or ``categories``; -1 elsewhere and where invalid), its AP (the mean over IoU
+        thresholds and recalls) on the images of ``choice``."""
+        out = np.full(len(self.valid), -1.0)
+        for k in range(len(self.valid)) if categories is None else categories:
+            if self.valid[k]:
+                seg = self.by_category[k]
+                seg = seg[self.member[seg] == choice[self.image[seg]]]
+                out[k] = self.fast.category_precision(seg, int(self.npig[k])).mean()
+        return out
 
     def ap(self, per_category: np.ndarray) -> float:
         """summarize()'s AP: the mean over valid categories (every entry of a valid category is >= 0)."""
