@@ -103,16 +103,16 @@ def cmd_train(args) -> int:
     if not args.data and not args.images:
         raise RobustsegError("train needs --data ANN.json --images DIR (make synthetic data with "
                              "'robustseg data synth')")
-    out = Path(args.out)
+    out = Path(args.out)  # missing_ok below: under torchrun every process gets there
     if args.force and not args.resume:
-        out.unlink(missing_ok=True)  # missing_ok: under torchrun every process gets here
+        out.unlink(missing_ok=True)
     cfg = TrainConfig(data=args.data, images=args.images, out=str(out), arch=args.arch,
                       arch_cfg=parse_kv(args.arch_opt), init=args.init, iters=args.iters, batch_size=args.batch_size,
                       lr=args.lr, warmup=args.warmup, seed=args.seed, ckpt_every=args.ckpt_every, half=args.half,
                       device=args.device, workers=args.workers, command=_command(args),
                       # adversarial fine-tuning, AMP, periodic evaluation (docs/adversarial-training.md)
                       adv=args.adv, eps=parse_eps(args.eps), steps=args.steps, adv_ratio=args.adv_ratio,
-                      amp=args.amp, eval_every=args.eval_every, eval_data=args.eval_data,
+                      bn=args.bn, amp=args.amp, eval_every=args.eval_every, eval_data=args.eval_data,
                       eval_images=args.eval_images, eval_limit=args.eval_limit, eval_steps=args.eval_steps)
     train(cfg, resume=args.resume)
     return 0
@@ -328,6 +328,7 @@ def _parser_train(sub) -> None:
     t.add_argument("--eps", default="4/255", help="Linf budget of --adv and of --eval-every's PGD (default 4/255)")
     t.add_argument("--steps", type=int, default=3, help="PGD steps per adversarial example (default 3)")
     t.add_argument("--adv-ratio", type=float, default=0.5, help="fraction of each batch made adversarial")
+    t.add_argument("--bn", choices=["batch", "frozen"], default="batch", help="BatchNorm: batch statistics, or frozen")
     t.add_argument("--amp", choices=["bf16", "fp16"], help="mixed-precision autocast (CUDA only)")
     t.add_argument("--eval-every", type=int, default=0, help="clean + PGD AP every N iterations (0: never)")
     t.add_argument("--eval-data", help="COCO JSON for --eval-every")

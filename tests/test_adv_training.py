@@ -180,3 +180,28 @@ def test_periodic_evaluation_rows(data8, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["iteration"]) for r in rows] == [1, 2]
     assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("clean_bbox_AP", "pgd_bbox_AP", "pgd_segm_AP"))
+
+
+@pytest.mark.parametrize("bn", ["batch", "frozen"])
+def test_bn_policy_decides_whether_training_moves_the_running_statistics(data8, tmp_path, bn):
+    """--bn frozen: the running statistics the examples are crafted with are the ones trained with, and stay put
+    (affine weights still learn); --bn batch: every sub-batch updates them."""
+    torch.manual_seed(0)
+    init = tmp_path / "init.pt"
+    from robustseg.models import save_checkpoint
+    save_checkpoint(init, build_model("tiny", 4, **ARCH_CFG), arch="tiny", arch_cfg=dict(ARCH_CFG),
+                    class_names=["a", "b", "c"], category_ids=[1, 2, 3])
+    out = tmp_path / f"{bn}.pt"
+    train(_cfg(data8, out, init=str(init), bn=bn, iters=2), progress=False)
+    before, after = load_model(init).model.state_dict(), load_model(out).model.state_dict()
+    stats = [k for k in before if k.endswith("running_mean")]
+    moved = [k for k in stats if not torch.equal(before[k], after[k])]
+    affine = [k for k in before if k.endswith("bn1.weight")]
+    assert stats and (moved == [] if bn == "frozen" else len(moved) == len(stats))
+    assert any(not torch.equal(before[k], after[k]) for k in affine)
+    assert load_model(out).meta["train_config"]["bn"] == bn
+
+
+def test_unknown_bn_policy_is_refused(data8, tmp_path):
+    with pytest.raises(RobustsegError, match="--bn"):
+        train(_cfg(data8, tmp_path / "x.pt", bn="group"), progress=False)

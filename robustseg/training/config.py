@@ -9,7 +9,8 @@ from ..amp import AMP_DTYPES
 from ..errors import RobustsegError
 
 # settings a resumed run must share with the run it continues (anything else may change, e.g. --eval-every)
-RESUME_MUST_MATCH = ("batch_size", "seed", "adv", "eps", "steps", "adv_ratio", "amp")
+RESUME_MUST_MATCH = ("batch_size", "seed", "adv", "eps", "steps", "adv_ratio", "amp", "bn")
+BN_POLICIES = ("batch", "frozen")
 
 
 @dataclass
@@ -38,6 +39,10 @@ class TrainConfig:
     eps: float = 4 / 255               # Linf budget of the training (and periodic-eval) attack
     steps: int = 3                     # PGD steps when making training examples
     adv_ratio: float = 0.5             # fraction of each batch replaced by adversarial versions
+    # BatchNorm while training: "batch" (each sub-batch, clean and adversarial, normalised by its own statistics,
+    # both updating the running ones) or "frozen" (running statistics throughout, as the examples are crafted:
+    # the model trained is the function attacked; affine weights still learn)
+    bn: str = "batch"
     amp: str | None = None             # bf16 | fp16 autocast (CUDA only)
     eval_every: int = 0                # clean + PGD AP every N iterations on eval_data (0: never)
     eval_data: str | None = None
@@ -53,6 +58,8 @@ def check_options(cfg: TrainConfig, device: torch.device) -> None:
             raise RobustsegError(f"--amp must be bf16 or fp16, not {cfg.amp!r}")
         if device.type != "cuda":
             raise RobustsegError(f"--amp {cfg.amp} needs a CUDA device (this run is on {device}); drop --amp on CPU")
+    if cfg.bn not in BN_POLICIES:
+        raise RobustsegError(f"--bn must be one of {', '.join(BN_POLICIES)}, not {cfg.bn!r}")
     if cfg.eval_every and not (cfg.eval_data and cfg.eval_images):
         raise RobustsegError("--eval-every needs --eval-data ANN.json and --eval-images DIR")
 

@@ -204,6 +204,10 @@ class _Trainer:
 
     def _step(self, it: int, images: list[torch.Tensor], targets: list[dict]) -> dict:
         """One optimiser step on iteration ``it``'s batch; returns its log row."""
+        if self.cfg.bn == "frozen":  # every step: a periodic evaluation restores train mode
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         if self.cfg.hflip:
             images, targets = _hflip(images, targets, torch.Generator().manual_seed(self.cfg.seed * 7919 + it))
         images = [i.to(self.device) for i in images]
