@@ -1,7 +1,7 @@
 """The worst-case ensemble of an attack suite (``ensemble = true``, attacks/robust.toml; docs/robust.md).
 
-At each (norm, eps) the suite's gradient attacks are the members. They run in the plan's order on every batch;
-an image that a member already emptied (the model returns no detection at all) is not attacked again by the
+At each (norm, eps) the suite's gradient attacks (and Square) are the members. They run in the plan's order on
+every batch; an image that a member already emptied (the model returns no detection at all) is not attacked again by the
 later members: every object on it is already missed, so their gradient evaluations would buy nothing. Such an
 image keeps the emptying member's adversarial image in the later members' points too (``attacked`` is False in
 per_image.csv).
@@ -17,7 +17,8 @@ from ..eval.worst_case import select
 from ..run import Point
 from ..suites import AttackPoint
 
-MEMBER_ATTACKS = ("fgsm", "pgd", "mifgsm", "apgd")  # the gradient attacks; random noise is the baseline, not a member
+# the gradient attacks and Square (black-box, as in AutoAttack); random noise is the baseline, not a member
+MEMBER_ATTACKS = ("fgsm", "pgd", "mifgsm", "apgd", "square")
 WINNER_COLUMNS = ["image_id", "norm", "eps", "eps_label", "seed", "iou_type", "winner", "objective", "members_run"]
 
 
@@ -32,8 +33,9 @@ def groups(plan: list[AttackPoint]) -> dict[tuple[str, float, int], list[AttackP
 
 
 def gradient_budget(p: AttackPoint) -> int:
-    """Gradient evaluations per image the member would spend on an image it attacks."""
-    return p.steps * int(dict(p.params).get("restarts", 1))
+    """Gradient evaluations per image the member would spend on an image it attacks (Square: none, only
+    queries)."""
+    return 0 if p.attack == "square" else p.steps * int(dict(p.params).get("restarts", 1))
 
 
 def robust_point(members: list[AttackPoint]) -> Point:
