@@ -78,6 +78,7 @@ class AttackSweep(Kind):
             raise RobustsegError(f"checks must be one of {', '.join(checks.CHECKS)}, not {checks_mode!r}")
         self.suite, self.sanity_images, self.checks = suite, sanity_images, checks_mode
         self.plan: list[AttackPoint] = suite.points
+        self.sanity: dict | None = None  # sanity.json, once written (finish): the summary's last line names its warns
 
     def fingerprint(self, ctx) -> dict:
         """The suite and the checks (a resumed run must measure every batch the same way)."""
@@ -237,7 +238,7 @@ class AttackSweep(Kind):
     def summary(self, ctx, scored) -> str:
         m = scored.metrics
         table = summary_table(m[m.kind.isin(["clean", self.name])])
-        return table + "\n" + verdict_line(self.sanity) if getattr(self, "sanity", None) else table
+        return table + "\n" + verdict_line(self.sanity) if self.sanity else table
 
 
 def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, clean_counts, adv_counts) -> list[dict]:
