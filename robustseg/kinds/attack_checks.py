@@ -42,7 +42,9 @@ def gradient_health(model, images, targets, objective, ids, objective_name: str)
 
 
 CHECKS = ("full", "quick", "off")
-REPEAT_COST = 2  # gradient evaluations per probe image of the determinism check (two gradients, two predictions)
+# gradient evaluations per probe image besides the probe's PGD: the determinism repeat (two) and the finite-difference
+# check (one, with two loss evaluations)
+REPEAT_COST = 3
 
 
 def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None) -> dict:
@@ -115,7 +117,8 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
     ap, boots = probe.attacked(PGD(steps=steps, random_start=False), eps, "probe-pgd")
     return {"eps": eps, "steps": steps, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
             "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
-            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeatability(ctx, probe)}
+            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeatability(ctx, probe),
+            "fidelity": fidelity(ctx, probe)}
 
 
 def _prediction_diff(a: list[dict], b: list[dict], images: list[torch.Tensor]) -> float:
@@ -152,6 +155,32 @@ def repeatability(ctx, probe: _ProbeImages) -> dict:
         diff = max(diff, _prediction_diff(runs[0][0], runs[1][0], imgs))
         cosines += [_agreement(g1, g2) for g1, g2 in zip(runs[0][1], runs[1][1])]
     return {"images": len(probe.ids), "prediction_diff": diff, "gradient_cosine": min(cosines)}
+
+
+@torch.no_grad()
+def _loss(model, objective, x: torch.Tensor, target: dict, seed: int) -> float:
+    torch.manual_seed(seed)
+    return float(objective(model, [x], [target])[0])
+
+
+def fidelity(ctx, probe: _ProbeImages) -> dict:
+    """Per probe image, whether the backward is the derivative of the forward: the objective's central finite
+    difference along the sign of its input gradient, (L(x + h s) - L(x - h s)) / 2h with s = sign(g), over what the
+    gradient predicts for it, <g, s> = ||g||_1. Each image alone, every anchor and proposal in the loss, one seed."""
+    model, objective, h, ratios = ctx.lm.model, make_objective("gt"), sanity.FIDELITY_STEP, []
+    with attack_mode(model), every_sample(model):
+        for iid, x, t in zip(probe.ids, probe.images, probe.targets):
+            seed = derived_seed(ctx.seed, "fidelity", iid)
+            torch.manual_seed(seed)
+            (g,), _ = gradients(model, objective, [x], [t], sanitize=False)
+            predicted = float(g.abs().sum())
+            if not math.isfinite(predicted) or predicted == 0:
+                continue  # no gradient to test: the gradients check counts these
+            s = g.sign()
+            actual = (_loss(model, objective, x + h * s, t, seed) - _loss(model, objective, x - h * s, t, seed)) / (2 * h)
+            ratios.append(actual / predicted)
+    return {"images": len(probe.ids), "step": h, "ratios": ratios,
+            "median": float(np.median(ratios)) if ratios else float("nan")}
 
 
 def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, probe_plan: dict
