@@ -102,7 +102,7 @@ class AttackSweep(Kind):
                        "run can tell a robust model from one with masked gradients", file=sys.stderr)
         elif p["images"]:
             tqdm.write(f"checks ({self.checks}): after the attacks, the masking probe: PGD-{p['steps']} at {p['eps']}, "
-                       f"and a determinism repeat, on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
+                       f"a determinism repeat and a finite-difference gradient check, on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
                        f"evaluations and {p['predictions']} predictions; per point, each image's objective measured "
                        f"once more", file=sys.stderr)
         else:
