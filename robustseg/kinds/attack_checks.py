@@ -194,7 +194,7 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
     if probe is None and probe_plan["skipped"] and not probe_plan["asked"]:
         # the masking probe did not run: the verdict cannot be pass (Carlini et al.: a check not made is no pass)
         report["checks"].append({"check": "moderate_eps", "verdict": "warn", "detail": f"not run (nor "
-                                 f"deterministic): {probe_plan['skipped']}", "ran": False})
+                                 f"deterministic, gradient_fidelity): {probe_plan['skipped']}", "ran": False})
         report["verdict"] = "warn"
     write_json(out / "sanity.json", report)
     return report
