@@ -111,7 +111,11 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
     probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap)
     keep = set(eval_ids)
     clean_ap, _ = probe.scored([r for r in clean_results if r["image_id"] in keep])
-    ladder = [(eps, *probe.attacked(RandomNoise(), eps, "probe-noise")) for eps in sanity.PROBE["ladder"]]
+    ladder = []  # up the ladder until the noise takes more than it may: the eps below that one is the probe's
+    for eps in sanity.PROBE["ladder"]:
+        ladder.append((eps, *probe.attacked(RandomNoise(), eps, "probe-noise")))
+        if ladder[-1][1] < sanity.NOISE_KEEPS * clean_ap:
+            break
     kept = [step for step in ladder if step[1] >= sanity.NOISE_KEEPS * clean_ap]
     eps, noise_ap, noise_boots = kept[-1] if kept else ladder[0]
     ap, boots = probe.attacked(PGD(steps=steps, random_start=False), eps, "probe-pgd")
