@@ -4,7 +4,7 @@ Floor: what the suite's attacks cannot avoid, on the same images and batch size:
 of every point as a bare forward+backward (attack_mode, the summed losses, autograd.grad) and one prediction per
 point plus the clean one. The run is timed as one call of run_suite; its stages come from timing wrappers around
 the functions that do them (clean predictions, attacks, predictions of attacked images, per-image objective
-measurements and gradient health, COCO evaluation with bootstrap intervals, the unbounded probe, the report).
+measurements and gradient health, COCO evaluation with bootstrap intervals, the masking probe, the report).
 Target (issue 19): run / floor <= 1.15 on 2 CPUs.
 
     python benchmarks/whole_run.py                       # shipped model, 32 images, quick suite

@@ -17,6 +17,10 @@ warn if any check warns, else n/a if any is n/a, else pass.
   randomised model (or gradient) needs EOT, and a white-box attack without it overstates its robustness;
 - saturated_scores: not nearly all (90%) of the clean confident detections have a score of 1.0 (to the 5 decimals of
   predictions/): a saturated softmax has a vanishing gradient, so gradient attacks cannot lower those scores;
+- gradient_fidelity: the input gradient is the derivative of the forward: along its sign, the objective changes
+  (central finite difference) by at least FIDELITY of what the gradient predicts, in the median over the probe's
+  images. A backward that is not the forward's derivative (noise mixed in, a substitute) fails it, even when it is
+  deterministic and the predictions are exact;
 - black_box: a score-based query attack that sees only predictions (Square, attacks/square.py) is not stronger
   than the strongest gradient attack at its eps by more than the interval: if it is, the gradients are masked.
 """
@@ -42,6 +46,11 @@ PROBE = {"steps": 20, "images": 8, "ladder": (8 / 255, 16 / 255, 32 / 255, 64 / 
 NOISE_KEEPS = 0.8
 FAR_BELOW = 0.25         # the probe's attack must leave at most this fraction of the noise's AP
 GRADIENT_COSINE = 0.99   # two gradients of one input agree at least this well (GPU atomics reorder sums)
+# the finite-difference check: step h, and the least median of (loss change along sign(g)) / (what g predicts).
+# A true gradient gives about 1 up to the curvature of a piecewise-linear network (0.3-1.3 per image on the shipped
+# model, median 0.86); a gradient with noise of its own size added about 0.25, ten times its size 0.01
+FIDELITY_STEP = 0.5 / 255
+FIDELITY = 0.4
 # more than this share of the confident clean detections at score 1.0: saturated. High, because a healthy model
 # may be very sure of easy objects; logits scaled to saturation put all of them there
 SATURATED_FRACTION = 0.9
@@ -258,7 +267,19 @@ def moderate_eps(probe: dict) -> Check:
                   f"{probe['ap']:.3f} vs same-norm noise {probe['noise_ap']:.3f} (which keeps {keeps:.0%} of the "
                   f"clean {probe['clean_ap']:.3f}), gap{_ci(probe['interval'])}; above {limit:.3f} "
                   f"({FAR_BELOW:.0%} of the noise's) suggests masked gradients",
-                  **{k: v for k, v in probe.items() if k != "repeat"})
+                  **{k: v for k, v in probe.items() if k not in ("repeat", "fidelity")})
+
+
+def gradient_fidelity(probe: dict) -> Check:
+    f = probe["fidelity"]
+    if not f["ratios"]:
+        return _check("gradient_fidelity", NA, "no probe image has a non-zero finite input gradient to test "
+                      "(see gradients)", **f)
+    return _check("gradient_fidelity", f["median"] >= FIDELITY,
+                  f"along the sign of the input gradient, on {len(f['ratios'])} images, the objective changed by "
+                  f"{f['median']:.2f} (median) of what the gradient predicts ({min(f['ratios']):.2f} to "
+                  f"{max(f['ratios']):.2f}; finite difference at {f['step'] * 255:g}/255); below {FIDELITY} the "
+                  "backward is not the forward's derivative", **f)
 
 
 def deterministic(probe: dict) -> Check:
@@ -311,7 +332,7 @@ def run_checks(metrics: pd.DataFrame, points: list, per_image: list[dict], grads
     if clean_results is not None:
         checks.append(saturated_scores(clean_results))
     if probe is not None:
-        checks += [moderate_eps(probe), deterministic(probe)]
+        checks += [moderate_eps(probe), deterministic(probe), gradient_fidelity(probe)]
     return {"verdict": overall(checks), "checks": _finite(checks)}
 
 def _finite(obj):

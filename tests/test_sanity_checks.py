@@ -97,13 +97,24 @@ def test_no_clean_accuracy_is_not_applicable_not_pass_or_warn():
     """A random-init R50-FPN on real photos: clean AP 0.000 (the issue's run had beats_random warn on 0 vs 0)."""
     aps = {"clean": 0.0, RANDOM.key: 0.0, FGSM.key: 0.0, PGD.key: 0.0}
     probe = {"eps": 32 / 255, "steps": 20, "images": 8, "ap": 0.0, "clean_ap": 0.0, "noise_ap": 0.0,
-             "interval": None, "ladder": [], "repeat": {"images": 8, "prediction_diff": 0.0, "gradient_cosine": 1.0}}
+             "interval": None, "ladder": [], "repeat": {"images": 8, "prediction_diff": 0.0, "gradient_cosine": 1.0},
+             "fidelity": {"images": 8, "step": 0.5 / 255, "ratios": [0.9, 1.1], "median": 1.0}}
     report = sanity.run_checks(_metrics(aps), [RANDOM, FGSM, PGD], _rows(PGD, [True, True]), [], probe)
     verdicts = {name: {c["verdict"] for c in cs} for name, cs in _by_name(report).items()}
     for name in ("beats_random", "pgd_vs_fgsm", "moderate_eps"):
         assert verdicts[name] == {"n/a"}, name
-    assert verdicts["loss_increased"] == {"pass"} and verdicts["deterministic"] == {"pass"}
+    assert verdicts["loss_increased"] == verdicts["deterministic"] == verdicts["gradient_fidelity"] == {"pass"}
     assert report["verdict"] == "n/a"
+
+
+def test_gradient_fidelity():
+    def probe(ratios):
+        import statistics
+        return {"fidelity": {"images": 4, "step": 0.5 / 255, "ratios": ratios,
+                             "median": statistics.median(ratios) if ratios else float("nan")}}
+    assert sanity.gradient_fidelity(probe([0.9, 0.4, 1.3, 0.7]))["verdict"] == "pass"
+    assert sanity.gradient_fidelity(probe([0.1, 0.05, 0.6, 0.02]))["verdict"] == "warn"  # mostly not the derivative
+    assert sanity.gradient_fidelity(probe([]))["verdict"] == "n/a"  # zero gradients: the gradients check's case
 
 
 def test_saturated_scores():

@@ -10,7 +10,7 @@ from robustseg.attacks import Square
 from robustseg.attacks.square import scores, square_fraction
 from robustseg.data import CocoDataset
 from robustseg.data.synth import generate
-from robustseg.errors import SuiteError
+from robustseg.errors import RobustsegError, SuiteError
 from robustseg.suites import parse_suite
 
 EPS = 8 / 255
@@ -45,6 +45,12 @@ def test_square_stays_in_budget_counts_queries_and_keeps_only_improvements(batch
     assert sum(start) <= sum(scores(model, images, targets)) + 1.0  # stripes are noise, not a collapse
     again = _square(model, images, targets, steps=12)
     assert all(torch.equal(a, b) for a, b in zip(adv, again))  # seeded: the same search
+
+
+def test_square_refuses_l2(batch):
+    model, images, targets = batch
+    with pytest.raises(RobustsegError, match="linf"):
+        Square(norm="l2", steps=2)(model, images, targets, [0.5])
 
 
 def test_square_size_follows_the_papers_schedule():

@@ -76,6 +76,9 @@ class Square(Attack):
 
     @torch.no_grad()
     def run(self, model, images, targets, eps, objective, generator):
+        if self.norm != "linf":  # the paper's L2 windows are another algorithm, not written here
+            from ..errors import RobustsegError
+            raise RobustsegError(f"square runs on norm linf only, not {self.norm!r}")
         xs = [x.detach() for x in images]
         adv = [clip_image(x + eps * _signs((x.shape[0], 1, x.shape[2]), generator, x)) for x in xs]  # stripes
         best = scores(model, adv, targets)

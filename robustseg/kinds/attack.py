@@ -84,6 +84,7 @@ class AttackSweep(Kind):
         self.suite, self.sanity_images, self.checks = suite, sanity_images, checks_mode
         self.seeds, self.eot = seeds, eot
         self.plan: list[AttackPoint] = with_seeds(suite.points, seeds)  # refuses a bad count before any work
+        self.sanity: dict | None = None  # sanity.json, once written (finish): the summary's last line names its warns
 
     def fingerprint(self, ctx) -> dict:
         """The suite and the checks (a resumed run must measure every batch the same way)."""
@@ -109,7 +110,7 @@ class AttackSweep(Kind):
                        "run can tell a robust model from one with masked gradients", file=sys.stderr)
         elif p["images"]:
             tqdm.write(f"checks ({self.checks}): after the attacks, the masking probe: PGD-{p['steps']} at {p['eps']}, "
-                       f"and a determinism repeat, on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
+                       f"a determinism repeat and a finite-difference gradient check, on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
                        f"evaluations and {p['predictions']} predictions; per point, each image's objective measured "
                        f"once more", file=sys.stderr)
         else:
@@ -276,7 +277,7 @@ class AttackSweep(Kind):
     def summary(self, ctx, scored) -> str:
         m = scored.metrics
         table = summary_table(m[m.kind.isin(["clean", self.name])])
-        return table + "\n" + verdict_line(self.sanity) if getattr(self, "sanity", None) else table
+        return table + "\n" + verdict_line(self.sanity) if self.sanity else table
 
 
 def _merged(positions: list[int], values: list, known: dict[int, object]) -> list:

@@ -42,7 +42,9 @@ def gradient_health(model, images, targets, objective, ids, objective_name: str)
 
 
 CHECKS = ("full", "quick", "off")
-REPEAT_COST = 2  # gradient evaluations per probe image of the determinism check (two gradients, two predictions)
+# gradient evaluations per probe image besides the probe's PGD: the determinism repeat (two) and the finite-difference
+# check (one, with two loss evaluations)
+REPEAT_COST = 3
 
 
 def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None) -> dict:
@@ -109,13 +111,18 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
     probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap)
     keep = set(eval_ids)
     clean_ap, _ = probe.scored([r for r in clean_results if r["image_id"] in keep])
-    ladder = [(eps, *probe.attacked(RandomNoise(), eps, "probe-noise")) for eps in sanity.PROBE["ladder"]]
+    ladder = []  # up the ladder until the noise takes more than it may: the eps below that one is the probe's
+    for eps in sanity.PROBE["ladder"]:
+        ladder.append((eps, *probe.attacked(RandomNoise(), eps, "probe-noise")))
+        if ladder[-1][1] < sanity.NOISE_KEEPS * clean_ap:
+            break
     kept = [step for step in ladder if step[1] >= sanity.NOISE_KEEPS * clean_ap]
     eps, noise_ap, noise_boots = kept[-1] if kept else ladder[0]
     ap, boots = probe.attacked(PGD(steps=steps, random_start=False), eps, "probe-pgd")
     return {"eps": eps, "steps": steps, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
             "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
-            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeatability(ctx, probe)}
+            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeatability(ctx, probe),
+            "fidelity": fidelity(ctx, probe)}
 
 
 def _prediction_diff(a: list[dict], b: list[dict], images: list[torch.Tensor]) -> float:
@@ -154,6 +161,32 @@ def repeatability(ctx, probe: _ProbeImages) -> dict:
     return {"images": len(probe.ids), "prediction_diff": diff, "gradient_cosine": min(cosines)}
 
 
+@torch.no_grad()
+def _loss(model, objective, x: torch.Tensor, target: dict, seed: int) -> float:
+    torch.manual_seed(seed)
+    return float(objective(model, [x], [target])[0])
+
+
+def fidelity(ctx, probe: _ProbeImages) -> dict:
+    """Per probe image, whether the backward is the derivative of the forward: the objective's central finite
+    difference along the sign of its input gradient, (L(x + h s) - L(x - h s)) / 2h with s = sign(g), over what the
+    gradient predicts for it, <g, s> = ||g||_1. Each image alone, every anchor and proposal in the loss, one seed."""
+    model, objective, h, ratios = ctx.lm.model, make_objective("gt"), sanity.FIDELITY_STEP, []
+    with attack_mode(model), every_sample(model):
+        for iid, x, t in zip(probe.ids, probe.images, probe.targets):
+            seed = derived_seed(ctx.seed, "fidelity", iid)
+            torch.manual_seed(seed)
+            (g,), _ = gradients(model, objective, [x], [t], sanitize=False)
+            predicted = float(g.abs().sum())
+            if not math.isfinite(predicted) or predicted == 0:
+                continue  # no gradient to test: the gradients check counts these
+            s = g.sign()
+            actual = (_loss(model, objective, x + h * s, t, seed) - _loss(model, objective, x - h * s, t, seed)) / (2 * h)
+            ratios.append(actual / predicted)
+    return {"images": len(probe.ids), "step": h, "ratios": ratios,
+            "median": float(np.median(ratios)) if ratios else float("nan")}
+
+
 def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], out, probe_plan: dict
                  ) -> sanity.SanityReport:
     n = probe_plan["images"]
@@ -161,12 +194,14 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
     probe = masking_probe(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
         if ctx.ds.has_annotations and n else None
     keys = {p.key for p in sweep.first_seed}  # --seeds: the checks read seed 0, as a run without it would
-    report = sanity.run_checks(scored.metrics, sweep.first_seed, [r for r in per_image if r["point"] in keys],
-                               grads, probe, scored.boots, scored.results["clean"])
+    # an image an ensemble member skipped holds another member's image: not this member's attack to judge
+    rows = [r for r in per_image if r["point"] in keys and r["attacked"]]
+    report = sanity.run_checks(scored.metrics, sweep.first_seed, rows, grads, probe, scored.boots,
+                               scored.results["clean"])
     if probe is None and probe_plan["skipped"] and not probe_plan["asked"]:
         # the masking probe did not run: the verdict cannot be pass (Carlini et al.: a check not made is no pass)
         report["checks"].append({"check": "moderate_eps", "verdict": "warn", "detail": f"not run (nor "
-                                 f"deterministic): {probe_plan['skipped']}", "ran": False})
+                                 f"deterministic, gradient_fidelity): {probe_plan['skipped']}", "ran": False})
         report["verdict"] = "warn"
     write_json(out / "sanity.json", report)
     return report
