@@ -195,7 +195,8 @@ def cmd_patch(args) -> int:
     _check_early(args)
     res = run_patches(_model_arg(args), args.suite, args.data, args.images, train_data=args.train_data,
                       train_images=args.train_images, apply=args.apply, out=args.out, force=args.force,
-                      resume=args.resume, **_run_options(args))
+                      resume=args.resume, print_width_cm=args.print_width_cm, colours=args.colours,
+                      **_run_options(args))
     return _report(res, "metrics.csv, patches.csv, patches/, predictions/, run.json, report.html")
 
 
@@ -291,8 +292,13 @@ def _parser_patch(sub) -> None:
     pa.add_argument("--train-data", help="COCO JSON the universal patch trains on (default: a synthetic split, "
                                          "seed 777, held out from the evaluation split)")
     pa.add_argument("--train-images", help="image folder of --train-data")
-    pa.add_argument("--apply", metavar="PATCH.pt", help="evaluate this saved universal patch (patches/universal.pt "
-                                                        "of a run) instead of training one")
+    pa.add_argument("--apply", metavar="PATCH.pt|PNG", help="evaluate this saved patch instead of training one: "
+                                                            "patches/universal.pt of a run, or a physical patch "
+                                                            "(patches/physical.pt, or an exported .png)")
+    pa.add_argument("--print-width-cm", type=float, help="physical patch: width of the exported PNGs when printed "
+                                                         "(DPI in their pHYs chunk; default the suite's, 15)")
+    pa.add_argument("--colours", metavar="COLOURS.csv", help="physical patch: printable colours, one r,g,b row "
+                                                             "(0-255) each, e.g. a photographed colour chart")
     _add_run_opts(pa, "reports/<model>-patch-<time>/")
     pa.set_defaults(func=cmd_patch)
 
