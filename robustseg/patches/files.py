@@ -90,5 +90,6 @@ def read_patch_png(path: str | Path, resolution: int) -> dict:
     patch = torch.from_numpy(rgb).permute(2, 0, 1)
     if size[0] > resolution:
         patch = torch.nn.functional.interpolate(patch[None], size=(resolution, resolution), mode="area")[0]
+        patch = (patch * 255).round() / 255  # 8 bits, as printed (and an exported patch's own values exactly)
     return {"patch": patch.clamp(0, 1), "kind": "physical", "print_width_cm": printed_width_cm(p),
             "path": str(p.resolve()), "sha256": sha256_file(p)}

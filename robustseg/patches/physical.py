@@ -3,9 +3,11 @@
 A sticker lies on the scene at a site (centre and side, ``sticker.py``), its plane tilted away from the camera (a
 homography), turned in its plane, nearer or further (scale), lit differently from the print (brightness, contrast,
 colour temperature); the camera then blurs, adds sensor noise and JPEG-compresses the whole photo. Warp, blur and
-JPEG are kornia's (``warp_perspective``, ``gaussian_blur2d``, ``jpeg_codec_differentiable``): batched, with
-per-image parameters and gradients to the patch pixels, where torchvision's v2 functionals take one parameter
-per call and have no differentiable JPEG.
+JPEG are kornia's (``get_perspective_transform``, ``gaussian_blur2d``, ``jpeg_codec_differentiable``): batched,
+with per-image parameters and gradients to the patch pixels, where torchvision's v2 functionals take one parameter
+per call and have no differentiable JPEG. The warp itself (``warp_sticker``) is ours: kornia's
+``warp_perspective`` also maps the pixels beyond the plane's horizon (behind the camera), which a tilted sticker
+near the image can reach: they showed a mirrored copy of the patch, and NaN on the horizon itself.
 
 Every component is drawn for every image whichever are applied (``Conditions.only``), so "perspective alone"
 is exactly the perspective of "all", at the same site: the per-component rows isolate one viewing condition.
@@ -18,7 +20,8 @@ from dataclasses import dataclass, replace
 import torch
 from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import gaussian_blur2d
-from kornia.geometry.transform import get_perspective_transform, warp_perspective
+from kornia.geometry.transform import get_perspective_transform
+from torch.nn.functional import grid_sample
 
 COMPONENTS = ("perspective", "rotation", "scale", "brightness", "contrast", "temperature", "blur", "noise", "jpeg")
 CAMERA_DISTANCE = 4.0  # pinhole distance in half-sides of the sticker: a sticker filling a tenth of the view
@@ -59,6 +62,13 @@ class Conditions:
 
     def only(self, components) -> "Conditions":
         return replace(self, active=frozenset(components))
+
+    def select(self, idx: list[int]) -> "Conditions":
+        """The rows of images ``idx``."""
+        cols = {k: getattr(self, k)[idx] for k in ("cx", "cy", "side", "tilt", "tilt_axis", "angle", "scale",
+                                                   "brightness", "contrast", "temperature", "blur", "noise_std",
+                                                   "quality")}
+        return Conditions(**cols, noise=[self.noise[i] for i in idx], active=self.active)
 
     def on(self, component: str, value: torch.Tensor, identity: float) -> torch.Tensor:
         return value if component in self.active else torch.full_like(value, identity)
@@ -135,22 +145,41 @@ def render(images: list[torch.Tensor], patch: torch.Tensor, c: Conditions) -> li
                        device=patch.device)
     homography = get_perspective_transform(src[None].expand(len(images), -1, -1), corners(c) - 0.5)
     lit = light(patch, c)
-    sticker = torch.cat([lit, torch.ones_like(lit[:, :1])], 1)  # colour + coverage, warped together
     out: list[torch.Tensor | None] = [None] * len(images)
     for shape in dict.fromkeys(x.shape for x in images):
         idx = [i for i, x in enumerate(images) if x.shape == shape]
-        warped = warp_perspective(sticker[idx], homography[idx], shape[1:], align_corners=True)
+        sub = c.select(idx)
+        colour, cover = warp_sticker(lit[idx], homography[idx], sub, *shape[1:])
         x = torch.stack([images[i] for i in idx])
-        x = x * (1 - warped[:, 3:]) + warped[:, :3]  # bilinear colour is premultiplied by its coverage
-        sub = _rows(c, idx)
-        photos = camera(x, sub, torch.stack([c.noise[i] for i in idx]))
+        photos = camera(x * (1 - cover) + colour * cover, sub, torch.stack([c.noise[i] for i in idx]))
         for i, p in zip(idx, photos):
             out[i] = p
     return out
 
 
-def _rows(c: Conditions, idx: list[int]) -> Conditions:
-    fields = {k: getattr(c, k)[idx] for k in ("cx", "cy", "side", "tilt", "tilt_axis", "angle", "scale",
-                                              "brightness", "contrast", "temperature", "blur", "noise_std",
-                                              "quality")}
-    return Conditions(**fields, noise=[c.noise[i] for i in idx], active=c.active)
+
+def warp_sticker(patch: torch.Tensor, homography: torch.Tensor, c: Conditions, h: int, w: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``patch`` (B,3,r,r) seen through ``homography`` (patch pixel centres -> image pixel centres): its bilinear
+    colour (B,3,h,w) and the share of each pixel it covers (B,1,h,w), from the distance to its outline as
+    ``apply.cover_of`` (an exact outline, a one-pixel soft edge). Only pixels in front of the camera see it: the
+    inverse map's homogeneous coordinate is made positive at the sticker's centre, and where it is not, the pixel
+    is off the sticker."""
+    inv = torch.linalg.inv(homography)
+    centre = torch.stack([c.cx - 0.5, c.cy - 0.5, torch.ones_like(c.cx)], -1)
+    inv = inv * torch.einsum("bij,bj->bi", inv, centre)[:, 2:].sign()[:, :, None]
+    ys, xs = torch.meshgrid(torch.arange(h, device=inv.device, dtype=inv.dtype),
+                            torch.arange(w, device=inv.device, dtype=inv.dtype), indexing="ij")
+    src = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3) @ inv.transpose(1, 2)  # (B, h*w, 3)
+    front = src[..., 2] > 1e-6
+    depth = torch.where(front, src[..., 2], torch.ones_like(src[..., 2]))
+    r = patch.shape[-1]
+    far = torch.full_like(depth, -4.0)  # off the patch
+    gx = torch.where(front, src[..., 0] / depth / (r - 1) * 2 - 1, far)
+    gy = torch.where(front, src[..., 1] / depth / (r - 1) * 2 - 1, far)
+    grid = torch.stack([gx, gy], -1).reshape(-1, h, w, 2)
+    colour = grid_sample(patch, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    pixels_per_patch_pixel = (c.side * c.on("scale", c.scale, 1.0) / r)[:, None, None, None]
+    # image pixels from each edge, per axis (grid -1..1 spans the patch's pixel centres, r-1 patch pixels)
+    inside = (r / 2 - (grid * (r - 1) / 2).abs()) * pixels_per_patch_pixel + 0.5
+    return colour, inside.clamp(0, 1).prod(-1)[:, None]
