@@ -26,7 +26,7 @@ from .fileio import atomic_write, read_json, write_json
 # viewing condition a physical patch was judged under: eot = all, none, perspective, blur, ...)
 IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "point", "patch_area", "probe",
                     "corruption", "severity", "eot"]
-LATER_COLUMNS = {"eot": ""}  # added after 0.3: absent from older runs' metrics.csv, read as empty
+LATER_COLUMNS = ("eot",)  # added after 0.3: absent from older runs' metrics.csv, read as empty (NaN) as elsewhere
 # ci_lo/ci_hi: 95% bootstrap interval of value over images; drop_ci_lo/hi: of drop_abs, paired with clean
 METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "ci_lo", "ci_hi", "clean_value", "drop_abs",
                                      "drop_ci_lo", "drop_ci_hi", "drop_rel"]
@@ -80,9 +80,9 @@ def read_metrics(out: Path) -> pd.DataFrame:
     for c in INTERVAL_COLUMNS:  # written before the bootstrap intervals (0.3): no intervals, the rest is sound
         if c not in df.columns:
             df[c] = float("nan")
-    for c, empty in LATER_COLUMNS.items():
+    for c in LATER_COLUMNS:
         if c not in df.columns:
-            df[c] = empty
+            df[c] = float("nan")
     df = df[[c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]]
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
