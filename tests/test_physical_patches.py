@@ -92,7 +92,7 @@ def test_nps_term_lowers_the_optimised_patch_nps(lm, splits):
                                    tag="physical", progress=False)
         return patch
     without, with_nps = (float(non_printability(train(w), DEFAULT_COLOURS)) for w in (0.0, 5.0))
-    assert with_nps < without - 0.03, (with_nps, without)
+    assert with_nps < without - 0.03, (with_nps, without)  # measured 0.071 against 0.169 (random start 0.176)
 
 
 # --------------------------------------------------------------------------------------- viewing conditions
@@ -261,3 +261,19 @@ def test_an_exported_patch_applies_to_another_dataset_and_bad_input_is_one_line(
     assert not (tmp_path / "refused").exists()  # refused before anything was written
     assert main(["patch", "--print-width-cm", "15", "--out", str(tmp_path / "o")]) == 2
     assert "--suite physical" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[physical]\nplacement = "roof"\n', "[physical] placement must be one of on-object, off-object, anywhere"),
+    ("[physical]\nprint_width_cm = 0\n", "[physical] print_width_cm must be a number in (0, 10000]"),
+    ('[physical]\ntrain_eot = ["fog"]\n', "[physical] train_eot must be one of"),
+    ("[physical-eot]\njpeg = [0, 50]\n", "[physical-eot] jpeg must be a number in [1, 100]"),
+    ("[physical-eot]\ntiltt = 3\n", "unknown key 'tiltt' in [physical-eot]"),
+])
+def test_bad_physical_suite_keys_are_one_line_errors(text, expected, tmp_path):
+    from robustseg.errors import SuiteError
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'kinds = ["physical"]\n{text}')
+    with pytest.raises(SuiteError) as e:
+        load_patch_suite(bad)
+    assert expected in str(e.value) and len(str(e.value).splitlines()) == 1
