@@ -150,7 +150,8 @@ def test_exported_png_prints_at_the_requested_width_and_reads_back_exactly(width
     with Image.open(tmp_path / "p.png") as im:
         dpi, width_px = im.info["dpi"][0], im.width
     assert dpi >= 300 and width_px == info["pixels"] and width_px % 32 == 0
-    assert abs(width_px / dpi * 2.54 - width_cm) < 0.005 and abs(printed_width_cm(tmp_path / "p.png") - width_cm) < 0.005
+    assert abs(width_px / dpi * 2.54 - width_cm) < 0.005
+    assert abs(printed_width_cm(tmp_path / "p.png") - width_cm) < 0.005
     back = read_patch_png(tmp_path / "p.png", 32)
     assert torch.allclose(back["patch"], patch, atol=1e-6)  # the printed pixels, not a resampling of them
     for bad in (0, -3.0):

@@ -1,7 +1,9 @@
 """Adversarial patches as a kind (docs/patches.md): the universal patch is trained once before the pass (EOT over
 a held-out training split, resumable); per batch, the universal patch and its baselines are pasted at seeded
 placements, and per-image / per-object patches are optimised and shown beside their baselines at the same
-placements. Beside the engine's files: patches.csv, patches/*.pt|png, patch_training.csv.
+placements; the physical sticker (patch_physical.py) is trained before the pass too and judged per batch under the
+viewing conditions. Beside the engine's files: patches.csv, patches/*.pt|png, patch_training.csv,
+physical_training.csv.
 """
 from __future__ import annotations
 
@@ -255,7 +257,7 @@ class Patches(Kind):
         rows = patch_files.patches_rows(self, ctx, scored, self.per_image, objective)
         info: dict = {"kinds_run": self.kinds}
         if self.physical:
-            rows += self.physical.rows(scored, self.per_image, run_dir.path)
+            rows += self.physical.rows(scored, self.per_image)
             info["physical_export"] = self.physical.exports(run_dir.path)
         write_csv(run_dir.path / "patches.csv", rows, patch_files.PATCHES_COLUMNS)
         for kind in (k for k in self.kinds if k in ("per-image", "per-object")):

@@ -118,7 +118,7 @@ class PhysicalPatch:
         return out
 
     # ------------------------------------------------------------------------------------ the end
-    def rows(self, scored, per_image: list[dict], out: Path) -> list[dict]:
+    def rows(self, scored, per_image: list[dict]) -> list[dict]:
         """patches.csv rows: one per point, with the NPS and TV of the variant's patch."""
         clean, rows = scored.evals["clean"], []
         quality = {v: (float(non_printability(p.cpu(), self.colours)), float(total_variation(p.cpu())))
