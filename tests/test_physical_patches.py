@@ -122,6 +122,27 @@ def test_conditions_are_batched_seeded_and_each_applies_alone():
         assert any(not torch.allclose(a, b) for a, b in zip(alone, flat_patch)), comp
 
 
+def test_sticker_sites_follow_the_placement_rule(splits):
+    from robustseg.patches.sticker import site
+    (ann, images), _ = splits
+    ds = CocoDataset(ann, images, limit=8)
+    for i in range(len(ds)):
+        h, w = ds.load_image(i).shape[1:]
+        boxes = ds.target(i)["boxes"]
+        for k in range(3):
+            g = torch.Generator().manual_seed(10 * i + k)
+            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "on-object", "cover": 0.2, "side": 0.25})
+            areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes.tolist()
+                     if b[0] <= cx <= b[2] and b[1] <= cy <= b[3]]
+            assert held and any(abs(side ** 2 - 0.2 * a) < 1e-3 * a for a in areas)  # 20% of the box it is on
+            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "off-object", "cover": 0.2, "side": 0.25})
+            r = side / 2 ** 0.5  # the circle around the sticker, whatever its turn
+            assert r <= cx <= w - r and r <= cy <= h - r
+            if held:
+                assert not any(b[0] - 1 < cx + r and b[2] + 1 > cx - r and b[1] - 1 < cy + r and b[3] + 1 > cy - r
+                               for b in boxes.tolist())
+
+
 def test_a_sticker_tilted_towards_its_horizon_shows_nothing_beyond_it():
     """At a steep tilt the plane's horizon crosses the image: pixels beyond it map behind the camera, where a plain
     inverse warp shows a mirrored copy of the patch (and NaN on the horizon). Only the sticker's own quad changes."""
