@@ -143,9 +143,33 @@ def test_sticker_sites_follow_the_placement_rule(splits):
                                for b in boxes.tolist())
 
 
+def test_the_warp_stays_finite_where_kornias_gave_nan(splits):
+    """A tilted sticker's plane has a horizon; where it crosses the image, kornia's ``warp_perspective`` divides by
+    (almost) zero on it: one NaN pixel, far from the sticker, and a NaN patch after the backward pass. Found in
+    training (seed 1, step 44, on-object cover 0.5 on this very split); ``warp_sticker`` keeps such pixels off."""
+    from kornia.geometry.transform import get_perspective_transform, warp_perspective
+
+    from robustseg.patches.physical import corners, warp_sticker
+    from robustseg.patches.sticker import conditions
+    from robustseg.utils import derived_seed
+    (tr, tri), _ = splits
+    ds = CocoDataset(tr, tri)
+    g = torch.Generator().manual_seed(derived_seed(1, "physical", 44))
+    idx = torch.randperm(len(ds), generator=g)[:2].tolist()
+    images, targets = [ds.load_image(i) for i in idx], [ds.target(i) for i in idx]
+    cfg = physical_cfg(placement="on-object", cover=0.5)["physical"]
+    c = conditions([g] * 2, images, targets, cfg, PhysicalEOT())[0].only(["perspective", "rotation", "scale"])
+    src = torch.tensor([[-0.5, -0.5], [31.5, -0.5], [31.5, 31.5], [-0.5, 31.5]])[None].expand(2, -1, -1)
+    homography = get_perspective_transform(src, corners(c) - 0.5)
+    sticker = torch.ones(2, 3, 32, 32)
+    assert torch.isnan(warp_perspective(sticker, homography, (128, 128), align_corners=True)).any()  # the failure
+    colour, cover = warp_sticker(sticker, homography, c, 128, 128)
+    assert torch.isfinite(colour).all() and torch.isfinite(cover).all() and float(cover.sum()) > 0
+
+
 def test_a_sticker_tilted_towards_its_horizon_shows_nothing_beyond_it():
-    """At a steep tilt the plane's horizon crosses the image: pixels beyond it map behind the camera, where a plain
-    inverse warp shows a mirrored copy of the patch (and NaN on the horizon). Only the sticker's own quad changes."""
+    """At a steep tilt the plane's horizon crosses the image; only the sticker's own quad changes, and the
+    gradient stays finite."""
     from robustseg.patches.physical import corners
     image = torch.zeros(3, 128, 128)
     patch = torch.ones(3, 16, 16, requires_grad=True)

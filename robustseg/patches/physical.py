@@ -6,8 +6,8 @@ colour temperature); the camera then blurs, adds sensor noise and JPEG-compresse
 JPEG are kornia's (``get_perspective_transform``, ``gaussian_blur2d``, ``jpeg_codec_differentiable``): batched,
 with per-image parameters and gradients to the patch pixels, where torchvision's v2 functionals take one parameter
 per call and have no differentiable JPEG. The warp itself (``warp_sticker``) is ours: kornia's
-``warp_perspective`` also maps the pixels beyond the plane's horizon (behind the camera), which a tilted sticker
-near the image can reach: they showed a mirrored copy of the patch, and NaN on the horizon itself.
+``warp_perspective`` divides by the homogeneous coordinate, which is zero on the tilted plane's horizon; where the
+horizon crosses the image a pixel on it came out NaN, and the patch with it after the backward pass.
 
 Every component is drawn for every image whichever are applied (``Conditions.only``), so "perspective alone"
 is exactly the perspective of "all", at the same site: the per-component rows isolate one viewing condition.
@@ -164,7 +164,7 @@ def warp_sticker(patch: torch.Tensor, homography: torch.Tensor, c: Conditions, h
     colour (B,3,h,w) and the share of each pixel it covers (B,1,h,w), from the distance to its outline as
     ``apply.cover_of`` (an exact outline, a one-pixel soft edge). Only pixels in front of the camera see it: the
     inverse map's homogeneous coordinate is made positive at the sticker's centre, and where it is not, the pixel
-    is off the sticker."""
+    is off the sticker (no division by ~0 on the horizon)."""
     inv = torch.linalg.inv(homography)
     centre = torch.stack([c.cx - 0.5, c.cy - 0.5, torch.ones_like(c.cx)], -1)
     inv = inv * torch.einsum("bij,bj->bi", inv, centre)[:, 2:].sign()[:, :, None]
