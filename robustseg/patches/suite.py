@@ -202,7 +202,7 @@ def with_physical_options(suite: PatchSuite, apply=None, **values) -> PatchSuite
     if not given:
         return suite
     flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
-    physical_apply = apply is not None and str(apply).lower().endswith(".png")
+    physical_apply = apply is not None and (str(apply).lower().endswith(".png") or _kind_of(apply) == "physical")
     if "physical" not in suite["kinds"] and not physical_apply:
         raise SuiteError(f"{flags}: only for the physical patch; run it with --suite physical (or a suite whose "
                          f"kinds include \"physical\")")
@@ -212,3 +212,8 @@ def with_physical_options(suite: PatchSuite, apply=None, **values) -> PatchSuite
     cfg = copy.deepcopy(suite.cfg)
     cfg["physical"].update(given)
     return parse_patch_suite(cfg, suite.source)
+
+
+def _kind_of(saved) -> str:
+    from .files import load_patch_file  # a bad file is its one-line error here, as it would be later
+    return load_patch_file(saved).get("kind", "universal")
