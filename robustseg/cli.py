@@ -189,9 +189,9 @@ def cmd_patch(args) -> int:
     """Adversarial patches: universal (EOT), per-image, per-object, with baselines (robustseg/kinds/patch.py)."""
     from .kinds.patch import run_patches
     _check_early(args)
-    res = run_patches(_model_arg(args), args.suite, args.data, args.images, train_data=args.train_data,
-                      train_images=args.train_images, apply=args.apply, out=args.out, force=args.force,
-                      resume=args.resume, **_run_options(args))
+    given = {k: getattr(args, k) for k in ("train_data", "train_images", "apply", "out", "force", "resume",
+                                           "print_width_cm", "colours")}
+    res = run_patches(_model_arg(args), args.suite, args.data, args.images, **given, **_run_options(args))
     return _report(res, "metrics.csv, patches.csv, patches/, predictions/, run.json, report.html")
 
 
@@ -286,11 +286,12 @@ def _parser_patch(sub) -> None:
                                       "random/grey baselines, or --apply a saved patch to another model/dataset")
     _add_model_data(pa)
     pa.add_argument("--suite", help="patch suite TOML (default attacks/patch.toml, see docs/patches.md)")
-    pa.add_argument("--train-data", help="COCO JSON the universal patch trains on (default: a synthetic split, "
-                                         "seed 777, held out from the evaluation split)")
+    pa.add_argument("--train-data", help="COCO JSON the patches train on (default: synthetic, seed 777)")
     pa.add_argument("--train-images", help="image folder of --train-data")
-    pa.add_argument("--apply", metavar="PATCH.pt", help="evaluate this saved universal patch (patches/universal.pt "
-                                                        "of a run) instead of training one")
+    pa.add_argument("--apply", metavar="PATCH", help="evaluate a saved patch instead of training one: a run's "
+                                                     "patches/universal.pt, physical.pt or exported physical*.png")
+    pa.add_argument("--print-width-cm", type=float, help="physical patch: printed width of the exported PNGs (cm)")
+    pa.add_argument("--colours", metavar="CSV", help="physical patch: printable colours, r,g,b rows (0-255)")
     _add_run_opts(pa, "reports/<model>-patch-<time>/")
     pa.set_defaults(func=cmd_patch)
 

@@ -133,13 +133,15 @@ def _one_line(e: Any) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def write_png(path: str | Path, image, scale: int = 1) -> Path:
+def write_png(path: str | Path, image, scale: int = 1, dpi: float | None = None) -> Path:
     """An 8-bit RGB PNG of a [0,1] image: a (3,H,W) torch tensor or an (H,W,3) array; ``scale`` enlarges it
-    nearest-neighbour (small patches). The one PNG writer of every kind's example and patch images."""
+    nearest-neighbour (small patches); ``dpi`` goes into the pHYs chunk (its physical size when printed). The one
+    PNG writer of every kind's example and patch images."""
     import numpy as np
     from PIL import Image
     a = image.detach().float().cpu().permute(1, 2, 0).numpy() if hasattr(image, "detach") else np.asarray(image)
     im = Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    return atomic_write(path, lambda f: im.save(f, format="PNG"), mode="wb")
+    extra = {"dpi": (dpi, dpi)} if dpi else {}
+    return atomic_write(path, lambda f: im.save(f, format="PNG", **extra), mode="wb")

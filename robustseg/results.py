@@ -22,9 +22,12 @@ from .errors import RobustsegError
 from .fileio import atomic_write, read_json, write_json
 
 # one schema for every kind: kind says which part wrote the row (clean, attack, patch, probe, gradnorm,
-# corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption)
+# corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption, the
+# viewing condition a physical patch was judged under: eot = all, none, perspective, blur, ...)
 IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "seed", "point", "source", "patch_area",
-                    "probe", "corruption", "severity"]
+                    "probe", "corruption", "severity", "eot"]
+# added after 0.3: absent from older runs' metrics.csv, read as empty (NaN); seed is then 0 for attack rows
+LATER_COLUMNS = ("eot", "source", "seed")
 # ci_lo/ci_hi: 95% bootstrap interval of value over images; drop_ci_lo/hi: of drop_abs, paired with clean
 METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "ci_lo", "ci_hi", "clean_value", "drop_abs",
                                      "drop_ci_lo", "drop_ci_hi", "drop_rel"]
@@ -72,16 +75,17 @@ def read_metrics(out: Path) -> pd.DataFrame:
     path = Path(out) / "metrics.csv"
     try:
         df = pd.read_csv(path, dtype={"point": str, "attack": str, "eps_label": str, "kind": str, "probe": str,
-                                      "corruption": str, "source": str})
+                                      "corruption": str, "source": str, "eot": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise RobustsegError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     for c in INTERVAL_COLUMNS:  # written before the bootstrap intervals (0.3): no intervals, the rest is sound
         if c not in df.columns:
             df[c] = float("nan")
-    if "source" not in df.columns:  # written before the transfer kind: no row was crafted on another model
-        df["source"] = float("nan")
-    if "seed" not in df.columns:  # written before --seeds: every attack point is its run's only draw, seed 0
-        df["seed"] = (df.kind == "attack").map({True: 0.0, False: float("nan")}) if "kind" in df.columns else 0.0
+    for c in LATER_COLUMNS:
+        if c not in df.columns:
+            df[c] = float("nan")
+    if df.seed.isna().all() and "kind" in df.columns:  # before --seeds: every attack point was seed 0
+        df.loc[df.kind == "attack", "seed"] = 0.0
     df = df[[c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]]
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:

@@ -1,7 +1,9 @@
 """Adversarial patches as a kind (docs/patches.md): the universal patch is trained once before the pass (EOT over
 a held-out training split, resumable); per batch, the universal patch and its baselines are pasted at seeded
 placements, and per-image / per-object patches are optimised and shown beside their baselines at the same
-placements. Beside the engine's files: patches.csv, patches/*.pt|png, patch_training.csv.
+placements; the physical sticker (patch_physical.py) is trained before the pass too and judged per batch under the
+viewing conditions. Beside the engine's files: patches.csv, patches/*.pt|png, patch_training.csv,
+physical_training.csv.
 """
 from __future__ import annotations
 
@@ -16,15 +18,16 @@ from ..errors import RobustsegError
 from ..eval.coco_eval import predict, to_coco_results
 from ..fileio import sha256_file
 from ..patches.apply import paste, sample_placement, side_pixels
-from ..patches.files import load_patch_file
+from ..patches.files import load_patch_file, read_patch_png
 from ..patches.per_image import image_placement, optimise_fixed, render, start_patches
 from ..patches.per_object import area_fraction, placements_for
-from ..patches.suite import PatchSuite, load_patch_suite
+from ..patches.suite import PatchSuite, load_patch_suite, with_physical_options
 from ..patches.universal import train_universal
 from ..results import write_csv
 from ..run import GRADIENT_COST, BatchOut, Kind, Point, RunOptions, execute
 from ..utils import derived_seed
 from . import patch_files
+from .patch_physical import PhysicalPatch
 
 TRAIN_SEED = 777  # default training split: neither 0 (the shipped model's training data) nor 12345 (evaluation)
 ATTACK = {"universal": "patch-universal", "per-image": "patch-image", "per-object": "patch-object"}
@@ -40,18 +43,30 @@ class Patches(Kind):
             raise RobustsegError("--train-data and --train-images go together")
         if apply and train_data:
             raise RobustsegError("--apply evaluates a saved patch: it trains nothing, so --train-data has no use")
-        self.suite, self.applied = suite, load_patch_file(apply) if apply else None
-        self.kinds = ["universal"] if self.applied else list(suite["kinds"])
+        self.suite, self.applied = suite, self.load_applied(apply, suite)
+        # a saved patch is evaluated as what it is: a universal .pt, or a physical .pt / exported .png
+        self.kinds = [self.applied.get("kind", "universal")] if self.applied else list(suite["kinds"])
         if not self.kinds:
             raise RobustsegError(f"{suite.source}: kinds is empty; nothing to run")
         self.train_paths = (train_data, train_images)
         self.losses = resolve_losses(suite["losses"])
+        self.physical = PhysicalPatch(suite, self.applied) if "physical" in self.kinds else None
+
+    @staticmethod
+    def load_applied(apply, suite: PatchSuite) -> dict | None:
+        if not apply:
+            return None
+        if str(apply).lower().endswith(".png"):
+            return read_patch_png(apply, suite["physical"]["resolution"])
+        return load_patch_file(apply)
 
     # ------------------------------------------------------------------------------------------- the plan
     def train_set(self, ctx) -> CocoDataset | None:
-        if "universal" not in self.kinds or self.applied:
+        """The training split of the universal and the physical patch (its size from the first of them)."""
+        trained = [k for k in self.kinds if k in ("universal", "physical")]
+        if not trained or self.applied:
             return None
-        n = self.suite["universal"]["train_images"]
+        n = self.suite[trained[0]]["train_images"]
         data, images = self.train_paths
         if data is None:
             from ..data.synth import default_split
@@ -71,6 +86,8 @@ class Patches(Kind):
         self.example_ids = [i for i in ctx.ds.image_ids if i not in ctx.problems][:patch_files.EXAMPLES]
         if "universal" in self.kinds:
             self.variants = patch_files.load_universal(run_dir.path, s["baselines"], ctx.device)
+        if self.physical:
+            self.physical.ready(run_dir.path, ctx.device)
 
     def fingerprint(self, ctx) -> dict:
         train = self.train_set(ctx)
@@ -87,28 +104,39 @@ class Patches(Kind):
                     "sha256": sha256_file(train.ann_file), "num_images": len(train)}}
 
     def points(self, ctx) -> list[Point]:
-        return [Point(self.point_name(k, b), self.name, {"attack": self.point_name(k, b), "norm": "none",
-                                                          "eps_label": "", "steps": self.steps(k)})
-                for k in self.kinds for b in ["", *self.suite["baselines"]]]
+        digital = [Point(self.point_name(k, b), self.name, {"attack": self.point_name(k, b), "norm": "none",
+                                                             "eps_label": "", "steps": self.steps(k)})
+                   for k in self.kinds if k != "physical" for b in ["", *self.suite["baselines"]]]
+        return digital + (self.physical.points(self.name) if self.physical else [])
 
     @staticmethod
     def point_name(kind: str, baseline: str) -> str:
         return ATTACK[kind] + (f"-{baseline}" if baseline else "")
 
     def steps(self, kind: str) -> int:
+        if kind == "physical":
+            return self.physical.steps
         if kind == "universal":
             return int(self.applied.get("steps", 0)) if self.applied else self.suite["universal"]["steps"]
         return self.suite[kind]["steps"]
 
     def cost_per_image(self, ctx) -> float:
         n = 1 + len(self.suite["baselines"])
-        return sum(n + (0 if k == "universal" else self.steps(k) * GRADIENT_COST) for k in self.kinds)
+        return sum(self.physical.cost_per_image() if k == "physical" else
+                   n + (0 if k == "universal" else self.steps(k) * GRADIENT_COST) for k in self.kinds)
 
     # ------------------------------------------------------------------------------------ universal patch
     def prepare(self, ctx, run_dir) -> None:
-        """Main rank: train the universal patch (or take --apply's), save it and its baselines."""
-        if "universal" not in self.kinds:
-            return
+        """Main rank: train the universal and physical patches (or take --apply's), save them and their
+        baselines."""
+        if self.physical:
+            natural = self.natural(ctx) if "natural" in self.suite["baselines"] and self.applied else None
+            self.physical.prepare(ctx, run_dir.path, self.train_set(ctx), self.losses, self.target_label_for(ctx),
+                                  natural)
+        if "universal" in self.kinds:
+            self.prepare_universal(ctx, run_dir)
+
+    def prepare_universal(self, ctx, run_dir) -> None:
         u, history, natural = self.suite["universal"], [], None
         if self.applied:
             patch = self.applied["patch"].to(ctx.device)
@@ -150,7 +178,10 @@ class Patches(Kind):
         out = BatchOut(rows={"patch_images": [], "patch_objective": [], "patch_tensors": []})
         self.show("clean", batch.ids, batch.images)
         for kind in self.kinds:
-            out.merge(self.universal(ctx, batch) if kind == "universal" else self.fixed(ctx, batch, kind))
+            if kind == "physical":
+                out.merge(self.physical.work(ctx, batch, self.predictions, self.show))
+            else:
+                out.merge(self.universal(ctx, batch) if kind == "universal" else self.fixed(ctx, batch, kind))
         return out
 
     def predictions(self, ctx, images, ids) -> list[dict]:
@@ -224,12 +255,17 @@ class Patches(Kind):
         objective = run_dir.merged("images", "patch_objective", order)
         tensors = run_dir.merged("images", "patch_tensors", order)
         rows = patch_files.patches_rows(self, ctx, scored, self.per_image, objective)
+        info: dict = {"kinds_run": self.kinds}
+        if self.physical:
+            rows += self.physical.rows(scored, self.per_image)
+            info["physical_export"] = self.physical.exports(run_dir.path)
         write_csv(run_dir.path / "patches.csv", rows, patch_files.PATCHES_COLUMNS)
-        for kind in (k for k in self.kinds if k != "universal"):
+        for kind in (k for k in self.kinds if k in ("per-image", "per-object")):
             patch_files.save_fixed(run_dir.path, kind, [t for t in tensors if t["kind"] == kind],
                                    self.suite, ctx.lm.sha256)
-        patch_files.save_examples_grid(run_dir.path, self.kinds, self.example_ids)
-        return {"kinds_run": self.kinds}
+        shown = [k for k in self.kinds if k != "physical"] + (["physical", "physical-print"] if self.physical else [])
+        patch_files.save_examples_grid(run_dir.path, shown, self.example_ids)
+        return info
 
     def summary(self, ctx, scored) -> str:
         from ..run.summary import summary_table
@@ -238,10 +274,13 @@ class Patches(Kind):
 
 
 def run_patches(model=None, suite=None, data=None, images=None, *, train_data=None, train_images=None, apply=None,
-                out=None, force: bool = False, resume: bool = False, **options):
-    """Optimise and evaluate the suite's patches (or, with ``apply``, evaluate a saved universal patch) on a
-    held-out dataset (default: the first 40 images of the built-in synthetic split) into the results directory
-    ``out``. ``options`` are RunOptions (limit, batch_size, device, seed, on_error, ...)."""
+                out=None, force: bool = False, resume: bool = False, print_width_cm: float | None = None,
+                colours: str | None = None, **options):
+    """Optimise and evaluate the suite's patches (or, with ``apply``, evaluate a saved universal patch, or a
+    physical one: its .pt or exported .png) on a held-out dataset (default: the first 40 images of the built-in
+    synthetic split) into the results directory ``out``. ``print_width_cm`` and ``colours`` (an r,g,b CSV)
+    override the suite's [physical] table. ``options`` are RunOptions (limit, batch_size, device, seed, ...)."""
     suite = suite if isinstance(suite, PatchSuite) else load_patch_suite(suite)
+    suite = with_physical_options(suite, apply, print_width_cm=print_width_cm, colours=colours)
     return execute([Patches(suite, train_data, train_images, apply)], model, data, images, out=out,
                    opts=RunOptions(**options), force=force, resume=resume, label="patch")

@@ -17,9 +17,9 @@ from ..patches.universal import init_patch
 from ..results import write_csv
 
 EXAMPLES = 4  # images shown in patches/examples.png
-PATCHES_COLUMNS = ["point", "attack", "kind", "variant", "objective", "steps", "side", "side_of", "area_fraction",
-                   "area_fraction_max", "policy", "policy_held", "images", "objective_start", "objective_end",
-                   "bbox_AP", "bbox_drop", "segm_AP", "segm_drop"]
+PATCHES_COLUMNS = ["point", "attack", "kind", "variant", "eot", "objective", "steps", "side", "side_of",
+                   "area_fraction", "area_fraction_max", "policy", "policy_held", "images", "objective_start",
+                   "objective_end", "nps", "tv", "bbox_AP", "bbox_drop", "segm_AP", "segm_drop"]
 
 
 def cached_loader(train, device, on_error: str):
@@ -111,7 +111,7 @@ def save_fixed(out: Path, kind: str, rows: list[dict], suite, model_sha: str | N
 
 def patches_rows(kind_obj, ctx, scored, per_image: list[dict], objective: list[dict]) -> list[dict]:
     clean, s, out = scored.evals["clean"], kind_obj.suite, []
-    for kind in kind_obj.kinds:
+    for kind in (k for k in kind_obj.kinds if k != "physical"):  # physical rows: patch_physical.py
         for b in ["", *s["baselines"]]:
             name = kind_obj.point_name(kind, b)
             mine = [r for r in per_image if r["point"] == name]

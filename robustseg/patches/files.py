@@ -1,6 +1,7 @@
 """Patch files: saved patches (.pt, read with weights_only=True), PNG views and tiled grids."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from PIL import Image
 
 from ..errors import RobustsegError
 from ..fileio import atomic_write, sha256_file
+from ..fileio import write_png as save_png
 
 
 def load_patch_file(path: str | Path) -> dict:
@@ -45,3 +47,49 @@ def grid(tiles: list[torch.Tensor], size: int = 24, cols: int = 8) -> torch.Tens
 
 def save_pt(path: Path, obj) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), mode="wb")
+
+
+PRINT_DPI = 300  # at least this many printed dots per inch: the exported PNG is the patch enlarged to it
+
+
+def export_print_png(path: Path, patch: torch.Tensor, width_cm: float) -> dict:
+    """The patch as a PNG that prints ``width_cm`` wide: enlarged nearest-neighbour by a whole factor to at least
+    PRINT_DPI (every patch pixel stays one flat square of colour), its DPI in the pHYs chunk. Returns its size."""
+    if not width_cm > 0:
+        raise RobustsegError(f"print width must be a positive number of centimetres, not {width_cm!r}")
+    res = patch.shape[-1]
+    factor = math.ceil(PRINT_DPI * width_cm / 2.54 / res)
+    dpi = factor * res / (width_cm / 2.54)
+    save_png(path, patch, scale=factor, dpi=dpi)
+    return {"path": str(path), "pixels": factor * res, "dpi": dpi, "width_cm": width_cm}
+
+
+def printed_width_cm(path: Path) -> float | None:
+    """The width a PNG prints at, from its pHYs chunk (None without one)."""
+    with Image.open(path) as im:
+        dpi = im.info.get("dpi")
+        return im.width / float(dpi[0]) * 2.54 if dpi and float(dpi[0]) > 0 else None
+
+
+def read_patch_png(path: str | Path, resolution: int) -> dict:
+    """An exported (or any square RGB) patch PNG as {"patch": (3,r,r)}: reduced to ``resolution`` pixels per side
+    by area averaging when larger (an exported patch comes back to its very pixels), with its printed width."""
+    p = Path(path)
+    if not p.is_file():
+        raise RobustsegError(f"--apply {p}: no such file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            fmt, size = im.format, im.size
+            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise RobustsegError(f"--apply {p}: not a readable image ({type(e).__name__})") from None
+    if fmt != "PNG" or size[0] != size[1] or size[0] < 2:
+        raise RobustsegError(f"--apply {p}: not a patch PNG (a square RGB PNG of at least 2 px is expected, this "
+                             f"is a {size[0]}x{size[1]} {fmt})")
+    patch = torch.from_numpy(rgb).permute(2, 0, 1)
+    if size[0] > resolution:
+        patch = torch.nn.functional.interpolate(patch[None], size=(resolution, resolution), mode="area")[0]
+        patch = (patch * 255).round() / 255  # 8 bits, as printed (and an exported patch's own values exactly)
+    return {"patch": patch.clamp(0, 1), "kind": "physical", "print_width_cm": printed_width_cm(p),
+            "path": str(p.resolve()), "sha256": sha256_file(p)}

@@ -11,16 +11,18 @@ from ..errors import SuiteError
 from ..fileio import read_toml
 from ..suites import REPO_SUITES
 from .apply import EOT, POLICIES
+from .physical import COMPONENTS, PhysicalEOT
+from .sticker import PLACEMENTS
 
 SUITE_FILE = REPO_SUITES / "patch.toml"
-KINDS = ("universal", "per-image", "per-object")
+KINDS = ("universal", "per-image", "per-object", "physical")
 BASELINES = ("random", "grey", "natural")
 PATCH_OBJECTIVES = tuple(o for o in OBJECTIVES if o != "pseudo")  # pseudo needs clean detections per image
 
 DEFAULTS: dict = {
     "name": "patch",
     "description": "",
-    "kinds": list(KINDS),
+    "kinds": ["universal", "per-image", "per-object"],  # physical: attacks/physical.toml
     "objective": "gt",
     "losses": "all",
     "target_class": "next",
@@ -30,6 +32,12 @@ DEFAULTS: dict = {
     "eot": {"scale": [0.8, 1.0], "rotation": 20.0, "brightness": 0.1, "contrast": [0.8, 1.2]},
     "per-image": {"side": 0.2, "steps": 30, "lr": 0.05, "location": "chosen", "policy": "anywhere"},
     "per-object": {"relative_side": 0.3, "steps": 30, "lr": 0.05},
+    "physical": {"placement": "on-object", "cover": 0.2, "side": 0.25, "resolution": 32, "steps": 300,
+                 "batch_size": 4, "lr": 0.03, "train_images": 64, "save_every": 25, "nps_weight": 0.1,
+                 "tv_weight": 0.1, "colours": "default", "print_width_cm": 15.0, "train_eot": list(COMPONENTS),
+                 "components": ["none", *COMPONENTS]},
+    "physical-eot": {"tilt": 50.0, "rotation": 30.0, "scale": [0.7, 1.0], "brightness": 0.15,
+                     "contrast": [0.7, 1.2], "temperature": 0.1, "blur": 1.0, "noise": 0.03, "jpeg": [50.0, 95.0]},
 }
 
 
@@ -45,6 +53,13 @@ class PatchSuite:
     def eot(self) -> EOT:
         e = self.cfg["eot"]
         return EOT(tuple(e["scale"]), float(e["rotation"]), float(e["brightness"]), tuple(e["contrast"]))
+
+    @property
+    def physical_eot(self) -> PhysicalEOT:
+        e = self.cfg["physical-eot"]
+        return PhysicalEOT(float(e["tilt"]), float(e["rotation"]), tuple(e["scale"]), float(e["brightness"]),
+                           tuple(e["contrast"]), float(e["temperature"]), float(e["blur"]), float(e["noise"]),
+                           tuple(e["jpeg"]))
 
     def as_dict(self) -> dict:
         return {**copy.deepcopy(self.cfg), "source": self.source}
@@ -136,7 +151,37 @@ def parse_patch_suite(data: dict, source: str = "patch suite") -> PatchSuite:
     _num(f"{w}: [per-object] relative_side", o["relative_side"], 0, 1, lo_open=True)
     _num(f"{w}: [per-object] steps", o["steps"], 0, 10 ** 6, integer=True)
     _num(f"{w}: [per-object] lr", o["lr"], 0, 10, lo_open=True)
+    _check_physical(w, cfg["physical"], cfg["physical-eot"])
     return PatchSuite(cfg, source)
+
+
+def _check_physical(w: str, p: dict, e: dict) -> None:
+    _choice(f"{w}: [physical] placement", p["placement"], PLACEMENTS)
+    _num(f"{w}: [physical] cover", p["cover"], 0, 1, lo_open=True)
+    _num(f"{w}: [physical] side", p["side"], 0, 1, lo_open=True)
+    _num(f"{w}: [physical] resolution", p["resolution"], 2, 1024, integer=True)
+    _num(f"{w}: [physical] steps", p["steps"], 0, 10 ** 7, integer=True)
+    _num(f"{w}: [physical] batch_size", p["batch_size"], 1, 1024, integer=True)
+    _num(f"{w}: [physical] lr", p["lr"], 0, 10, lo_open=True)
+    _num(f"{w}: [physical] train_images", p["train_images"], 0, 10 ** 7, integer=True)
+    _num(f"{w}: [physical] save_every", p["save_every"], 1, 10 ** 7, integer=True)
+    _num(f"{w}: [physical] nps_weight", p["nps_weight"], 0, 10 ** 3)
+    _num(f"{w}: [physical] tv_weight", p["tv_weight"], 0, 10 ** 3)
+    _num(f"{w}: [physical] print_width_cm", p["print_width_cm"], 0, 10 ** 4, lo_open=True)
+    if not isinstance(p["colours"], str) or not p["colours"]:
+        raise SuiteError(f"{w}: [physical] colours must be \"default\" or the path of an r,g,b CSV, not "
+                         f"{p['colours']!r}")
+    p["train_eot"] = _names(f"{w}: [physical] train_eot", p["train_eot"], COMPONENTS)
+    p["components"] = _names(f"{w}: [physical] components", p["components"], ("none", *COMPONENTS))
+    _num(f"{w}: [physical-eot] tilt", e["tilt"], 0, 85)
+    _num(f"{w}: [physical-eot] rotation", e["rotation"], 0, 180)
+    e["scale"] = _range(f"{w}: [physical-eot] scale", e["scale"], 0.05, 1.0)
+    _num(f"{w}: [physical-eot] brightness", e["brightness"], 0, 1)
+    e["contrast"] = _range(f"{w}: [physical-eot] contrast", e["contrast"], 0, 10)
+    _num(f"{w}: [physical-eot] temperature", e["temperature"], 0, 1)
+    _num(f"{w}: [physical-eot] blur", e["blur"], 0, 10)
+    _num(f"{w}: [physical-eot] noise", e["noise"], 0, 1)
+    e["jpeg"] = _range(f"{w}: [physical-eot] jpeg", e["jpeg"], 1, 100)
 
 
 def load_patch_suite(path: str | Path | None = None) -> PatchSuite:
@@ -148,3 +193,27 @@ def load_patch_suite(path: str | Path | None = None) -> PatchSuite:
         p = REPO_SUITES / f"{p}.toml"  # a built-in name, as `robustseg attack --suite quick`
     data = read_toml(p, "patch suite", error=SuiteError)
     return parse_patch_suite(data, f"patch suite {p}")
+
+
+def with_physical_options(suite: PatchSuite, apply=None, **values) -> PatchSuite:
+    """The suite with [physical] values given on the command line (None: keep the suite's); refused where no
+    physical patch runs, so that an option is never silently ignored."""
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return suite
+    flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+    physical_apply = apply is not None and (str(apply).lower().endswith(".png") or _kind_of(apply) == "physical")
+    if "physical" not in suite["kinds"] and not physical_apply:
+        raise SuiteError(f"{flags}: only for the physical patch; run it with --suite physical (or a suite whose "
+                         f"kinds include \"physical\")")
+    width = given.get("print_width_cm")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0):
+        raise SuiteError(f"--print-width-cm must be a positive number of centimetres, not {width!r}")
+    cfg = copy.deepcopy(suite.cfg)
+    cfg["physical"].update(given)
+    return parse_patch_suite(cfg, suite.source)
+
+
+def _kind_of(saved) -> str:
+    from .files import load_patch_file  # a bad file is its one-line error here, as it would be later
+    return load_patch_file(saved).get("kind", "universal")

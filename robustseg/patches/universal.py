@@ -40,16 +40,30 @@ def _save_state(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f), mode="wb")
 
 
+def digital_scene(cfg: dict, eot: EOT) -> Callable:
+    """The digital EOT of docs/patches.md: a random placement, scale, rotation and lighting per image."""
+    def scene(g: torch.Generator, images: list, targets: list, patch: torch.Tensor) -> list:
+        return [paste(img, patch, sample_placement(g, *img.shape[1:], side_pixels(*img.shape[1:], cfg["side"]),
+                                                   tgt["boxes"], cfg["policy"], eot))
+                for img, tgt in zip(images, targets)]
+    return scene
+
+
 def train_universal(model, load: Callable[[int], tuple], n_images: int, cfg: dict, eot: EOT, objective: str,
                     losses, num_classes: int, target_label: int | None, seed: int, device="cpu",
-                    state_path: Path | None = None, resume: bool = False, progress: bool = True
+                    state_path: Path | None = None, resume: bool = False, progress: bool = True, *,
+                    scene: Callable | None = None, penalty: Callable | None = None, tag: str = "universal"
                     ) -> tuple[torch.Tensor, list[float]]:
     """Returns the trained (3,r,r) patch and the objective at every step.
 
-    ``load(i)`` gives training image i and its target on ``device``; ``cfg`` is the suite's [universal] table.
+    ``load(i)`` gives training image i and its target on ``device``; ``cfg`` is the suite's [universal] table (or
+    [physical]: any table with resolution, steps, batch_size, lr, save_every). ``scene(g, images, targets, patch)``
+    puts the patch in the images (default: ``digital_scene``); ``penalty(patch)`` is subtracted from the objective
+    (the physical patch's NPS and TV); ``tag`` names the seed streams.
     """
+    scene = scene or digital_scene(cfg, eot)
     obj = make_objective(objective, losses)
-    patch = init_patch("random", cfg["resolution"], derived_seed(seed, "universal-init")).to(device)
+    patch = init_patch("random", cfg["resolution"], derived_seed(seed, f"{tag}-init")).to(device)
     patch.requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=cfg["lr"])
     start, history = 0, []
@@ -59,23 +73,19 @@ def train_universal(model, load: Callable[[int], tuple], n_images: int, cfg: dic
             patch.copy_(st["patch"])
         opt.load_state_dict(st["optimizer"])
         start, history = int(st["step"]), list(st["history"])
-    bar = tqdm(total=cfg["steps"], initial=start, desc="patch-universal", unit="step", disable=not progress,
+    bar = tqdm(total=cfg["steps"], initial=start, desc=f"patch-{tag}", unit="step", disable=not progress,
                dynamic_ncols=True)
     with attack_mode(model):
         for step in range(start, cfg["steps"]):
-            g = torch.Generator().manual_seed(derived_seed(seed, "universal", step))
+            g = torch.Generator().manual_seed(derived_seed(seed, tag, step))
             idx = torch.randperm(n_images, generator=g)[:cfg["batch_size"]].tolist()
-            xs, gts = [], []
-            for i in idx:
-                img, tgt = load(i)
-                pl = sample_placement(g, *img.shape[1:], side_pixels(*img.shape[1:], cfg["side"]), tgt["boxes"],
-                                      cfg["policy"], eot)
-                xs.append(paste(img, patch, pl))
-                gts.append(tgt)
-            torch.manual_seed(derived_seed(seed, "universal-model", step))  # the model's own proposal sampling
-            loss, _ = obj(model, xs, attack_targets(objective, gts, None, num_classes, target_label))
+            imgs, gts = zip(*(load(i) for i in idx))
+            xs = scene(g, list(imgs), list(gts), patch)
+            torch.manual_seed(derived_seed(seed, f"{tag}-model", step))  # the model's own proposal sampling
+            loss, _ = obj(model, xs, attack_targets(objective, list(gts), None, num_classes, target_label))
+            cost = -loss if penalty is None else penalty(patch) - loss
             opt.zero_grad()
-            (-loss).backward()  # Adam minimises; the attack maximises the objective
+            cost.backward()  # Adam minimises; the attack maximises the objective
             opt.step()
             with torch.no_grad():
                 patch.clamp_(0, 1)

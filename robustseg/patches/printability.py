@@ -1,0 +1,85 @@
+"""What a printer can reproduce: the non-printability score (NPS; Sharif et al. 2016, in the nearest-colour form of
+Thys et al. 2019), total variation (TV; smooth patches survive printing and a camera's resampling), the default set
+of printable colours or a user's own from a CSV, and the print-quantised patch (every pixel its nearest printable
+colour, 8 bits).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+
+import torch
+
+from ..errors import RobustsegError
+
+# Default printable colours: a 3-level RGB cube inside [0.1, 0.9] (27 colours). Pure black, pure white and fully
+# saturated primaries are what an office printer on matte paper, photographed under room light, does *not* give
+# back; a colour chart printed and photographed on the user's own printer is better (``colours = "chart.csv"``).
+DEFAULT_LEVELS = (0.1, 0.5, 0.9)
+DEFAULT_COLOURS = torch.tensor(list(itertools.product(DEFAULT_LEVELS, repeat=3)), dtype=torch.float32)
+
+
+def load_colours(source: str | Path | None) -> torch.Tensor:
+    """(K,3) printable colours in [0,1]: ``"default"``/None, or a CSV with one ``r,g,b`` row (0-255) per colour
+    (a header row of names is allowed)."""
+    if source in (None, "default"):
+        return DEFAULT_COLOURS.clone()
+    path = Path(source)
+    if not path.is_file():
+        raise RobustsegError(f"printable colours {path}: no such file")
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                cells = [c.strip() for c in row if c.strip()]
+                if not cells or (n == 1 and not _numeric(cells[0])):
+                    continue  # a blank line, or the header
+                rows.append(_rgb(path, n, cells))
+    except UnicodeDecodeError:
+        raise RobustsegError(f"printable colours {path}: not a text CSV file") from None
+    if not rows:
+        raise RobustsegError(f"printable colours {path}: no r,g,b rows")
+    return torch.tensor(rows, dtype=torch.float32) / 255
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _rgb(path: Path, line: int, cells: list[str]) -> list[float]:
+    if len(cells) != 3 or not all(_numeric(c) for c in cells):
+        raise RobustsegError(f"printable colours {path}, line {line}: expected three numbers r,g,b, got "
+                             f"{','.join(cells)!r}")
+    rgb = [float(c) for c in cells]
+    if not all(0 <= v <= 255 for v in rgb):
+        raise RobustsegError(f"printable colours {path}, line {line}: r,g,b must be in 0-255, got {rgb}")
+    return rgb
+
+
+def colour_distances(patch: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(K, h, w) Euclidean RGB distance of every patch pixel to every printable colour."""
+    c = colours.to(patch)[:, :, None, None]
+    return ((patch[None] - c) ** 2).sum(1).add(1e-12).sqrt()
+
+
+def non_printability(patch: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels of the distance to the nearest printable colour (0: every pixel printable). Sharif's
+    product over colours underflows for 27 colours and has the same zeros; the minimum keeps a useful gradient."""
+    return colour_distances(patch, colours).min(0).values.mean()
+
+
+def total_variation(patch: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between horizontally and vertically neighbouring pixels."""
+    return (patch[:, 1:, :] - patch[:, :-1, :]).abs().mean() + (patch[:, :, 1:] - patch[:, :, :-1]).abs().mean()
+
+
+def quantise(patch: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """The print version: every pixel replaced by its nearest printable colour, rounded to 8 bits."""
+    nearest = colour_distances(patch.detach(), colours).argmin(0)
+    out = colours.to(patch)[nearest].permute(2, 0, 1)
+    return (out * 255).round() / 255

@@ -1,0 +1,325 @@
+"""Physical-world patches (robustseg/patches/physical.py, printability.py, sticker.py; docs/patches.md "Physical
+patches"): the printability and smoothness terms, the differentiable viewing conditions (seeded, batched, each
+alone), print-size export and re-applying an exported PNG, and, on the shipped model, a printable EOT-trained
+sticker that beats a random one and a patch trained without perspective that suffers more from it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+from _helpers import load_trained_model, metric
+from PIL import Image
+
+from robustseg import run_patches
+from robustseg.cli import main
+from robustseg.data.coco import CocoDataset
+from robustseg.data.synth import generate
+from robustseg.errors import RobustsegError
+from robustseg.patches import load_patch_suite, parse_patch_suite
+from robustseg.patches.files import export_print_png, printed_width_cm, read_patch_png
+from robustseg.patches.physical import COMPONENTS, PhysicalEOT, draw, render, stack
+from robustseg.patches.printability import (DEFAULT_COLOURS, load_colours, non_printability, quantise,
+                                            total_variation)
+from robustseg.patches.sticker import physical_scene
+from robustseg.patches.universal import train_universal
+
+TRAIN_SEED, EVAL_SEED = 31, 41
+N_TRAIN, N_EVAL = 32, 32
+PRINT_WIDTH_CM = 10.0
+
+
+def physical_cfg(**physical) -> dict:
+    cfg = copy.deepcopy(load_patch_suite("physical").cfg)
+    cfg["baselines"] = ["random"]
+    cfg["physical"].update(physical)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_trained_model()
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("physical_data")
+    train = generate(root / "train", N_TRAIN, seed=TRAIN_SEED)
+    held = generate(root / "eval", N_EVAL, seed=EVAL_SEED)
+    return (train, root / "train" / "images"), (held, root / "eval" / "images")
+
+
+# ------------------------------------------------------------------------------------------- printability
+def test_quantised_patch_uses_only_printable_colours_in_8_bits():
+    patch = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    printed = quantise(patch, DEFAULT_COLOURS)
+    pixels = printed.reshape(3, -1).T
+    allowed = (DEFAULT_COLOURS * 255).round() / 255
+    assert all(bool(((allowed - p).abs() < 1e-6).all(1).any()) for p in pixels)
+    assert torch.equal((printed * 255).round() / 255, printed)
+    assert float(non_printability(printed, DEFAULT_COLOURS)) < 0.005 < float(non_printability(patch, DEFAULT_COLOURS))
+    assert float(total_variation(torch.full((3, 8, 8), 0.3))) == 0 < float(total_variation(patch))
+
+
+def test_colours_from_a_csv_and_one_line_errors_for_bad_ones(tmp_path):
+    good = tmp_path / "chart.csv"
+    good.write_text("r,g,b\n250,10,10\n\n12,200,30\n")
+    assert torch.allclose(load_colours(good), torch.tensor([[250, 10, 10], [12, 200, 30]]) / 255)
+    for text, expected in (("r,g,b\n1,2\n", "line 2: expected three numbers"), ("1,2,300\n", "must be in 0-255"),
+                           ("r,g,b\n", "no r,g,b rows"), ("1,x,3\n", "line 1: expected three numbers")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(RobustsegError, match=expected):
+            load_colours(bad)
+    with pytest.raises(RobustsegError, match="no such file"):
+        load_colours(tmp_path / "missing.csv")
+
+
+def test_nps_term_lowers_the_optimised_patch_nps(lm, splits):
+    (tr, tri), _ = splits
+    ds = CocoDataset(tr, tri, category_ids=lm.category_ids, limit=4)
+    cfg = physical_cfg(steps=8, batch_size=1, lr=0.1, tv_weight=0.0)["physical"]
+    eot = PhysicalEOT()
+
+    def train(nps_weight: float) -> torch.Tensor:
+        def penalty(p):
+            return nps_weight * non_printability(p, DEFAULT_COLOURS)
+        patch, _ = train_universal(lm.model, lambda i: (ds.load_image(i), ds.target(i)), len(ds), cfg, None, "gt",
+                                   None, lm.num_classes, None, 3, scene=physical_scene(cfg, eot), penalty=penalty,
+                                   tag="physical", progress=False)
+        return patch
+    without, with_nps = (float(non_printability(train(w), DEFAULT_COLOURS)) for w in (0.0, 5.0))
+    assert with_nps < without - 0.03, (with_nps, without)  # measured 0.071 against 0.169 (random start 0.176)
+
+
+# --------------------------------------------------------------------------------------- viewing conditions
+def _conditions(images, seed=0, side=24.0):
+    g = torch.Generator().manual_seed(seed)
+    return stack([draw(g, (40.0, 44.0, side), x.shape[1:], PhysicalEOT()) for x in images])
+
+
+def test_conditions_are_batched_seeded_and_each_applies_alone():
+    images = [torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    patch = torch.rand(3, 16, 16, requires_grad=True)
+    c = _conditions(images)
+    together = render(images, patch, c)
+    sum(x.sum() for x in together).backward()
+    assert patch.grad is not None and float(patch.grad.abs().sum()) > 0  # differentiable through warp, blur, JPEG
+    assert torch.allclose(together[1], render([images[1]], patch, c.select([1]))[0],
+                          atol=1e-5)  # an image's photo does not depend on the batch it is in
+    assert all(torch.equal(a, b) for a, b in zip(render(images, patch, _conditions(images)), together))
+    flat = render(images, torch.ones(3, 16, 16), c.only([]))  # no condition: an upright square, the site's side
+    changed = (flat[0] - images[0]).abs().sum(0) > 1e-5  # (float rounding at the exact outline)
+    assert int(changed.sum()) == 24 * 24 and bool(changed[32:56, 28:52].all())
+    tilted = render(images, torch.ones(3, 16, 16), c.only(["perspective"]))
+    assert not torch.equal(tilted[0], flat[0]) and torch.equal(images[0][:, :10], tilted[0][:, :10])
+    for comp in COMPONENTS:  # every component changes the photo of some image by itself
+        alone = render(images, patch.detach(), c.only([comp]))
+        flat_patch = render(images, patch.detach(), c.only([]))
+        assert any(not torch.allclose(a, b) for a, b in zip(alone, flat_patch)), comp
+
+
+def test_sticker_sites_follow_the_placement_rule(splits):
+    from robustseg.patches.sticker import site
+    (ann, images), _ = splits
+    ds = CocoDataset(ann, images, limit=8)
+    for i in range(len(ds)):
+        h, w = ds.load_image(i).shape[1:]
+        boxes = ds.target(i)["boxes"]
+        for k in range(3):
+            g = torch.Generator().manual_seed(10 * i + k)
+            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "on-object", "cover": 0.2, "side": 0.25})
+            areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes.tolist()
+                     if b[0] <= cx <= b[2] and b[1] <= cy <= b[3]]
+            assert held and any(abs(side ** 2 - 0.2 * a) < 1e-3 * a for a in areas)  # 20% of the box it is on
+            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "off-object", "cover": 0.2, "side": 0.25})
+            r = side / 2 ** 0.5  # the circle around the sticker, whatever its turn
+            assert r <= cx <= w - r and r <= cy <= h - r
+            if held:
+                assert not any(b[0] - 1 < cx + r and b[2] + 1 > cx - r and b[1] - 1 < cy + r and b[3] + 1 > cy - r
+                               for b in boxes.tolist())
+
+
+def test_the_warp_stays_finite_where_kornias_gave_nan(splits):
+    """A tilted sticker's plane has a horizon; where it crosses the image, kornia's ``warp_perspective`` divides by
+    (almost) zero on it: one NaN pixel, far from the sticker, and a NaN patch after the backward pass. Found in
+    training (seed 1, step 44, on-object cover 0.5 on this very split); ``warp_sticker`` keeps such pixels off."""
+    from kornia.geometry.transform import get_perspective_transform, warp_perspective
+
+    from robustseg.patches.physical import corners, warp_sticker
+    from robustseg.patches.sticker import conditions
+    from robustseg.utils import derived_seed
+    (tr, tri), _ = splits
+    ds = CocoDataset(tr, tri)
+    g = torch.Generator().manual_seed(derived_seed(1, "physical", 44))
+    idx = torch.randperm(len(ds), generator=g)[:2].tolist()
+    images, targets = [ds.load_image(i) for i in idx], [ds.target(i) for i in idx]
+    cfg = physical_cfg(placement="on-object", cover=0.5)["physical"]
+    c = conditions([g] * 2, images, targets, cfg, PhysicalEOT())[0].only(["perspective", "rotation", "scale"])
+    src = torch.tensor([[-0.5, -0.5], [31.5, -0.5], [31.5, 31.5], [-0.5, 31.5]])[None].expand(2, -1, -1)
+    homography = get_perspective_transform(src, corners(c) - 0.5)
+    sticker = torch.ones(2, 3, 32, 32)
+    assert torch.isnan(warp_perspective(sticker, homography, (128, 128), align_corners=True)).any()  # the failure
+    colour, cover = warp_sticker(sticker, homography, c, 128, 128)
+    assert torch.isfinite(colour).all() and torch.isfinite(cover).all() and float(cover.sum()) > 0
+
+
+def test_a_sticker_tilted_towards_its_horizon_shows_nothing_beyond_it():
+    """At a steep tilt the plane's horizon crosses the image; only the sticker's own quad changes, and the
+    gradient stays finite."""
+    from robustseg.patches.physical import corners
+    image = torch.zeros(3, 128, 128)
+    patch = torch.ones(3, 16, 16, requires_grad=True)
+    c = stack([{**draw(torch.Generator().manual_seed(s), (64.0, 64.0, 40.0), (128, 128), PhysicalEOT()),
+                "tilt": 1.45, "tilt_axis": a, "scale": 1.0} for s, a in ((0, 0.0), (1, 0.7), (2, 2.0))])
+    c = c.only(["perspective"])
+    photos = render([image] * 3, patch, c)
+    sum(p.sum() for p in photos).backward()
+    assert torch.isfinite(patch.grad).all()
+    for photo, quad in zip((p.detach() for p in photos), corners(c)):
+        assert torch.isfinite(photo).all()
+        (x0, y0), (x1, y1) = quad.min(0).values.floor().int().tolist(), quad.max(0).values.ceil().int().tolist()
+        outside = photo[0].clone()
+        outside[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = 0
+        assert float(outside.abs().max()) == 0 and float(photo.sum()) > 0
+
+
+# ------------------------------------------------------------------------------------------ export and apply
+@pytest.mark.parametrize("width_cm", [15.0, 4.2])
+def test_exported_png_prints_at_the_requested_width_and_reads_back_exactly(width_cm, tmp_path):
+    patch = quantise(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1)), DEFAULT_COLOURS)
+    info = export_print_png(tmp_path / "p.png", patch, width_cm)
+    with Image.open(tmp_path / "p.png") as im:
+        dpi, width_px = im.info["dpi"][0], im.width
+    assert dpi >= 300 and width_px == info["pixels"] and width_px % 32 == 0
+    assert abs(width_px / dpi * 2.54 - width_cm) < 0.005
+    assert abs(printed_width_cm(tmp_path / "p.png") - width_cm) < 0.005
+    back = read_patch_png(tmp_path / "p.png", 32)
+    assert torch.allclose(back["patch"], patch, atol=1e-6)  # the printed pixels, not a resampling of them
+    for bad in (0, -3.0):
+        with pytest.raises(RobustsegError, match="positive number of centimetres"):
+            export_print_png(tmp_path / "q.png", patch, bad)
+
+
+def test_a_file_that_is_not_a_patch_png_is_refused(tmp_path):
+    (tmp_path / "text.png").write_text("not an image")
+    Image.new("RGB", (40, 20)).save(tmp_path / "wide.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "patch.jpg", format="JPEG")
+    for name, expected in (("text.png", "not a readable image"), ("wide.png", "40x20"),
+                           ("missing.png", "no such file"), ("patch.jpg", "not a patch PNG")):
+        with pytest.raises(RobustsegError, match=expected):
+            read_patch_png(tmp_path / name, 32)
+
+
+# ------------------------------------------------------------------------------ on the shipped model, end to end
+# The EOT-trained sticker and its twin trained without perspective: same seed, same sites and conditions.
+E2E = dict(placement="off-object", side=0.3, steps=60, batch_size=2, lr=0.1, train_images=N_TRAIN,
+           nps_weight=0.1, tv_weight=0.1, components=["none", "perspective"])
+TILT = 75.0  # steeper than the default 50: what perspective costs shows more clearly
+# bbox-AP drop of the print-quantised sticker beyond the random sticker's, under all conditions; measured 0.090-0.121
+# (seeds 1, 2, 3 at tilt 60, seed 1 at tilt 75)
+MARGIN = 0.05
+
+
+def _run(lm, splits, out, **physical):
+    (tr, tri), (ev, evi) = splits
+    cfg = physical_cfg(**{**E2E, **physical})
+    cfg["physical-eot"]["tilt"] = TILT
+    suite = parse_patch_suite(cfg, "test")
+    return run_patches(lm, suite, ev, evi, train_data=tr, train_images=tri, out=out, seed=1, progress=False,
+                       bootstrap=20, print_width_cm=PRINT_WIDTH_CM)
+
+
+@pytest.fixture(scope="module")
+def physical_run(lm, splits, tmp_path_factory):
+    res = _run(lm, splits, tmp_path_factory.mktemp("physical_runs") / "eot")
+    return res.out, res.metrics
+
+
+@pytest.fixture(scope="module")
+def flat_run(lm, splits, tmp_path_factory):
+    res = _run(lm, splits, tmp_path_factory.mktemp("physical_runs") / "no-perspective",
+               train_eot=[c for c in COMPONENTS if c != "perspective"])
+    return res.out, res.metrics
+
+
+def test_printable_eot_sticker_beats_a_random_one_under_the_test_time_eot(physical_run):
+    out, df = physical_run
+    clean = metric(df, "clean")
+    drop = {p: clean - metric(df, p) for p in ("patch-physical", "patch-physical-print", "patch-physical-random")}
+    assert drop["patch-physical-print"] >= drop["patch-physical-random"] + MARGIN, drop
+    rows = df[df.attack == "patch-physical-print"]
+    assert set(rows.kind) == {"patch"} and set(rows.eot) == {"all", "none", "perspective"}
+    assert rows.eps.isna().all() and (rows.patch_area > 0).all() and (rows.patch_area <= 0.3 ** 2 * 1.2).all()
+    pc = pd.read_csv(out / "patches.csv").set_index("point")
+    assert pc.loc["patch-physical-print", "nps"] < 0.005 < pc.loc["patch-physical", "nps"]
+    assert pc.loc["patch-physical", "tv"] < pc.loc["patch-physical-random", "tv"]  # smoothness was optimised
+    assert pc.loc["patch-physical-random", "area_fraction"] == pc.loc["patch-physical", "area_fraction"]
+    for name in ("physical.png", "physical-print.png"):
+        assert abs(printed_width_cm(out / "patches" / name) - PRINT_WIDTH_CM) < 0.005
+    info = json.loads((out / "run.json").read_text())
+    assert info["physical_export"]["print"]["width_cm"] == PRINT_WIDTH_CM
+    assert info["patch"]["suite"]["physical"]["print_width_cm"] == PRINT_WIDTH_CM
+
+
+def test_sticker_trained_without_perspective_loses_more_of_its_effect_under_it(physical_run, flat_run):
+    """How much AP the sticker's effect loses when the sticker is tilted (AP under perspective alone minus AP
+    with no viewing condition at the same sites), for the float patch and its print together: more for the one
+    that never saw a tilt in training. Measured: 0.057 against 0.034 (seed 1, tilt 75); at tilt 60, 0.036 against
+    0.023 (seed 1) and 0.063 against 0.041 (seed 2). Small gaps, within the images' bootstrap spread: the
+    direction held in every pair measured, the size is not established (docs/patches.md)."""
+    def lost(df):
+        return sum(metric(df, f"{v}.perspective") - metric(df, f"{v}.none")
+                   for v in ("patch-physical", "patch-physical-print"))
+    with_tilt, without = lost(physical_run[1]), lost(flat_run[1])
+    assert without > with_tilt, (without, with_tilt)
+
+
+def test_an_exported_patch_applies_to_another_dataset_and_bad_input_is_one_line(physical_run, synth_data, tmp_path,
+                                                                             capsys):
+    src, _ = physical_run
+    ann, images = synth_data
+    suite = tmp_path / "apply.toml"
+    suite.write_text('kinds = ["physical"]\nbaselines = ["grey"]\n[physical]\ncomponents = ["jpeg"]\n')
+    args = ["patch", "--suite", str(suite), "--data", str(ann), "--images", str(images), "--bootstrap", "0"]
+    out = tmp_path / "applied"
+    assert main([*args, "--apply", str(src / "patches" / "physical-print.png"), "--out", str(out)]) == 0
+    df = pd.read_csv(out / "metrics.csv")
+    assert {"patch-physical", "patch-physical-print", "patch-physical-grey.jpeg"} <= set(df.point)
+    info = json.loads((out / "run.json").read_text())
+    assert abs(info["patch"]["applied"]["print_width_cm"] - PRINT_WIDTH_CM) < 0.005
+    printed = torch.load(src / "patches" / "physical-print.pt", weights_only=True)["patch"]
+    assert torch.allclose(torch.load(out / "patches" / "physical.pt", weights_only=True)["patch"], printed)
+    capsys.readouterr()
+    (tmp_path / "bad.csv").write_text("r,g,b\n1,2\n")
+    (tmp_path / "text.png").write_text("no image")
+    for extra, expected in ((["--apply", str(src / "patches" / "physical.png"), "--out", str(out)], "not empty"),
+                            (["--apply", str(tmp_path / "text.png")], "not a readable image"),
+                            (["--apply", str(tmp_path / "none.png")], "no such file"),
+                            (["--print-width-cm", "-2"], "positive number of centimetres"),
+                            (["--colours", str(tmp_path / "bad.csv")], "line 2: expected three numbers")):
+        assert main([*args, "--out", str(tmp_path / "refused"), *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "refused").exists()  # refused before anything was written
+    assert main(["patch", "--print-width-cm", "15", "--out", str(tmp_path / "o")]) == 2
+    assert "--suite physical" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[physical]\nplacement = "roof"\n', "[physical] placement must be one of on-object, off-object, anywhere"),
+    ("[physical]\nprint_width_cm = 0\n", "[physical] print_width_cm must be a number in (0, 10000]"),
+    ('[physical]\ntrain_eot = ["fog"]\n', "[physical] train_eot must be one of"),
+    ("[physical-eot]\njpeg = [0, 50]\n", "[physical-eot] jpeg must be a number in [1, 100]"),
+    ("[physical-eot]\ntiltt = 3\n", "unknown key 'tiltt' in [physical-eot]"),
+])
+def test_bad_physical_suite_keys_are_one_line_errors(text, expected, tmp_path):
+    from robustseg.errors import SuiteError
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'kinds = ["physical"]\n{text}')
+    with pytest.raises(SuiteError) as e:
+        load_patch_suite(bad)
+    assert expected in str(e.value) and len(str(e.value).splitlines()) == 1
