@@ -282,8 +282,8 @@ def _parser_corrupt(sub) -> None:
 
 
 def _parser_patch(sub) -> None:
-    pa = sub.add_parser("patch", help="adversarial patches (universal with EOT, per-image, per-object) beside "
-                                      "random/grey baselines, or --apply a saved patch to another model/dataset")
+    pa = sub.add_parser("patch", help="adversarial patches (universal, per-image, per-object, physical) beside "
+                                      "baselines, or --apply a saved one")
     _add_model_data(pa)
     pa.add_argument("--suite", help="patch suite TOML (default attacks/patch.toml, see docs/patches.md)")
     pa.add_argument("--train-data", help="COCO JSON the patches train on (default: synthetic, seed 777)")
