@@ -282,8 +282,7 @@ def _parser_corrupt(sub) -> None:
 
 
 def _parser_patch(sub) -> None:
-    pa = sub.add_parser("patch", help="adversarial patches (universal, per-image, per-object, physical) beside "
-                                      "baselines, or --apply a saved one")
+    pa = sub.add_parser("patch", help="adversarial patches (universal, per-image, per-object, physical); --apply")
     _add_model_data(pa)
     pa.add_argument("--suite", help="patch suite TOML (default attacks/patch.toml, see docs/patches.md)")
     pa.add_argument("--train-data", help="COCO JSON the patches train on (default: synthetic, seed 777)")
