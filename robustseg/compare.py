@@ -87,16 +87,18 @@ def compare_checkpoints(checkpoints: list[str | None], out: str | Path, *, suite
     else:
         out = prepare_out_dir(out, force=force)
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    for ckpt, name in zip(checkpoints, names):
-        run_dir = out / name
-        lm = load_model(None if ckpt in (None, SHIPPED_NAME) else ckpt, device=options.get("device", "cpu"),
-                        **(model_overrides or {}))
-        state = read_run_json(run_dir).get("status") if resume else None
-        kinds = [AttackSweep(suite), GradientNorms(name)]
-        if corruptions:
-            kinds.append(Corruptions(corruptions, severities))
-        execute(kinds, lm, data, images, out=run_dir,
-                opts=RunOptions(**options), force=not state, resume=bool(state), keep_complete=True)
+    from .training.distributed import held
+    with held(options.get("device", "cpu")):  # one process group for every checkpoint's run
+        for ckpt, name in zip(checkpoints, names):
+            run_dir = out / name
+            lm = load_model(None if ckpt in (None, SHIPPED_NAME) else ckpt, device=options.get("device", "cpu"),
+                            **(model_overrides or {}))
+            state = read_run_json(run_dir).get("status") if resume else None
+            kinds = [AttackSweep(suite), GradientNorms(name)]
+            if corruptions:
+                kinds.append(Corruptions(corruptions, severities))
+            execute(kinds, lm, data, images, out=run_dir,
+                    opts=RunOptions(**options), force=not state, resume=bool(state), keep_complete=True)
     dirs = [out / n for n in names]
     write_csv(out / "compare.csv", compare_rows(dirs, names))
     write_comparison(dirs, out / "report", force=True)

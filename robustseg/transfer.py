@@ -73,14 +73,16 @@ def run_transfer(sources: list[str | None], targets: list[str | None], out: str 
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     overrides = model_overrides or {}
     loaded = {c: _load(c, options, overrides) for c in unique}  # each file read once, shared by every run
-    for target in dict.fromkeys(targets):
-        run_dir = out / names[target]
-        state = read_run_json(run_dir).get("status") if resume else None
-        kind = Transfer(suite, [(names[s], loaded[s]) for s in dict.fromkeys(sources) if s != target],
-                        names[target])
-        kind.sources.insert(0, (names[target], loaded[target]))  # the white-box row first
-        execute([kind], loaded[target], data, images, out=run_dir, opts=RunOptions(**options), force=not state,
-                resume=bool(state), keep_complete=True, label="transfer")
+    from .training.distributed import held
+    with held(options.get("device", "cpu")):  # one process group for every target run
+        for target in dict.fromkeys(targets):
+            run_dir = out / names[target]
+            state = read_run_json(run_dir).get("status") if resume else None
+            kind = Transfer(suite, [(names[s], loaded[s]) for s in dict.fromkeys(sources) if s != target],
+                            names[target])
+            kind.sources.insert(0, (names[target], loaded[target]))  # the white-box row first
+            execute([kind], loaded[target], data, images, out=run_dir, opts=RunOptions(**options), force=not state,
+                    resume=bool(state), keep_complete=True, label="transfer")
     if not main:
         return None
     dirs = [out / names[t] for t in dict.fromkeys(targets)]

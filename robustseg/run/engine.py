@@ -124,6 +124,9 @@ def execute(kinds: list[Kind], model=None, data=None, images=None, *, out=None, 
     opts = opts or RunOptions()
     refuse_early(out, force, resume)
     main = kinds[0]
+    # a caller that runs several runs in one torchrun job (transfer, compare) holds the process group: re-joining
+    # it between runs races, a rank that finished early meets the other still in the last run's scoring
+    owns_group = not _group_initialised()
     ctx = open_context(model, data, images, opts, default_limit=main.default_limit,
                        needs_annotations=any(k.needs_annotations for k in kinds), what=main.name)
     if ctx.dist.enabled and out is None:
@@ -149,8 +152,14 @@ def execute(kinds: list[Kind], model=None, data=None, images=None, *, out=None, 
             return None
         return _finish(ctx, kinds, run_dir, passes, info)
     finally:
-        from ..training.distributed import teardown
-        teardown(ctx.dist)
+        if owns_group:
+            from ..training.distributed import teardown
+            teardown(ctx.dist)
+
+
+def _group_initialised() -> bool:
+    import torch.distributed as td
+    return td.is_available() and td.is_initialized()
 
 
 def _finish(ctx: RunContext, kinds: list[Kind], run_dir: RunDir, passes: dict[str, Pass], info: dict) -> RunResult:

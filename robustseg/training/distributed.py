@@ -6,6 +6,7 @@ everything here is a no-op, so single-process training runs the same code.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,19 @@ def setup(device: str) -> tuple[Dist, torch.device]:
 def teardown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def held(device: str):
+    """The process group joined for a block that makes several runs (each execute then leaves it alone), left at
+    the end if the block joined it; a plain process without torchrun: nothing."""
+    owned = dist.is_available() and not dist.is_initialized()
+    d, _ = setup(device)
+    try:
+        yield d
+    finally:
+        if owned:
+            teardown(d)
 
 
 def shard(indices: list[int], d: Dist) -> list[int]:
