@@ -41,11 +41,10 @@ def test_quick_suite():
     assert load_suite(None).points == s.points  # the default suite
     assert load_suite(REPO_SUITES / "quick.toml").points == s.points
     expected = {("random", "linf", k, 0) for k in (1, 2, 4, 8)} | {("fgsm", "linf", k, 1) for k in (1, 2, 4, 8)} | \
-        {("pgd", "linf", k, 10) for k in (1, 2, 4, 8)} | {("pgd", "linf", 8, 5), ("apgd", "linf", 8, 5),
-                                                          ("square", "linf", 8, 50)}  # what the checks need
-    assert {dict(p.params).get("restarts", 1) for p in s.points if p.attack == "apgd"} == {1, 2}
+        {("pgd", "linf", k, 10) for k in (1, 2, 4, 8)} | {("pgd", "linf", 8, 5), ("square", "linf", 8, 20)}
+    # the last two: what the sanity checks need (monotone_steps, black_box)
     assert _points(s) == expected
-    assert len(s.points) == len(expected) + 1  # APGD twice: one restart and two
+    assert len(s.points) == len(expected)
     assert {p.eps_label for p in s.points} == {"1/255", "2/255", "4/255", "8/255"}
     assert all(p.losses == ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
                for p in s.points if p.attack != "random")
@@ -59,9 +58,11 @@ def test_standard_suite():
     linf = (1, 2, 4, 8, 16)
     expected = {("fgsm", "linf", k, 1) for k in linf} | {("pgd", "linf", k, n) for k in linf for n in (10, 20)} | \
         {("mifgsm", "linf", k, 10) for k in (4, 8, 16)} | {("pgd", "l2", e, 20) for e in (0.5, 1.0, 2.0)} | \
-        {("random", "linf", k, 0) for k in linf} | {("random", "l2", e, 0) for e in (0.5, 1.0, 2.0)}
+        {("random", "linf", k, 0) for k in linf} | {("random", "l2", e, 0) for e in (0.5, 1.0, 2.0)} | \
+        {("apgd", "linf", 8, 5), ("square", "linf", 8, 50)}  # restarts 1 and 2 (monotone_restarts); black_box
     assert _points(s) == expected
-    assert len(s.points) == len(expected)
+    assert len(s.points) == len(expected) + 1  # APGD twice
+    assert {dict(p.params).get("restarts", 1) for p in s.points if p.attack == "apgd"} == {1, 2}
     _assert_baselines(s)
 
 
