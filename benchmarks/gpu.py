@@ -193,7 +193,7 @@ def main(argv=None) -> int:
                     torch.cuda.empty_cache()
                     rows.append((name, bs, prec, float("nan"), float("nan"), float("nan")))
                     print(f"   {name:20} batch {bs} {prec:5}: out of memory", flush=True)
-            del opt
+            opt = None  # frees the optimiser state before the next configuration (train_step is done with it)
             model.load_state_dict(initial)
     model.eval()
 
