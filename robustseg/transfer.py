@@ -78,9 +78,9 @@ def run_transfer(sources: list[str | None], targets: list[str | None], out: str 
         for target in dict.fromkeys(targets):
             run_dir = out / names[target]
             state = read_run_json(run_dir).get("status") if resume else None
+            # the target itself is added by the kind (check), first: the white-box row
             kind = Transfer(suite, [(names[s], loaded[s]) for s in dict.fromkeys(sources) if s != target],
                             names[target])
-            kind.sources.insert(0, (names[target], loaded[target]))  # the white-box row first
             execute([kind], loaded[target], data, images, out=run_dir, opts=RunOptions(**options), force=not state,
                     resume=bool(state), keep_complete=True, label="transfer")
     if not main:
