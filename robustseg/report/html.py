@@ -22,7 +22,7 @@ from . import corruption as corr
 from . import examples as ex
 from . import plots
 from . import robust
-from .rundata import RunData, load_run, seed_spread
+from .rundata import RunData, finite_or_none as _finite, load_run, seed_spread
 from .summary import write_summary
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -42,10 +42,6 @@ def env() -> Environment:
     e.filters["ci"] = lambda pair: "" if not pair or pair[0] is None or pair[1] is None \
         else f"[{pair[0]:.3f}, {pair[1]:.3f}]"
     return e
-
-
-def _finite(v) -> float | None:
-    return float(v) if v is not None and isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def headline(run: RunData) -> list[dict]:

@@ -2,13 +2,11 @@
 member's AP, the members' curves, and how often each member's image was kept (ensemble_winners.csv)."""
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from ..errors import RobustsegError
 from . import plots
-from .rundata import RunData
+from .rundata import RunData, finite_or_none
 
 IOU_TYPES = ("bbox", "segm")
 WINNER_COLUMNS = ("image_id", "norm", "eps_label", "iou_type", "winner")
@@ -19,8 +17,7 @@ def _value(g: pd.DataFrame, point: str, iou_type: str) -> tuple[float | None, fl
     if r.empty:
         return None, None, None
     r = r.iloc[0]
-    fin = [float(v) if math.isfinite(float(v)) else None for v in (r.value, r.ci_lo, r.ci_hi)]
-    return fin[0], fin[1], fin[2]
+    return finite_or_none(r.value), finite_or_none(r.ci_lo), finite_or_none(r.ci_hi)
 
 
 def winners(run: RunData) -> pd.DataFrame | None:

@@ -1,6 +1,7 @@
 """A results directory read back from disk (docs/results.md), with the groupings every report part uses."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,11 @@ from ..errors import RobustsegError
 BASELINES = ("clean", "random")
 SECTION_KINDS = ("probe", "patch")  # kinds with a section of their own; attack rows form the eps-swept families
 _KEY = re.compile(r"^.*?-eps[0-9.]+-s\d+-?(.*?)(?:-?seed\d+)?$")
+
+
+def finite_or_none(v) -> float | None:
+    """A number for the report's cells: NaN, inf and anything not a number (an absent interval) as None."""
+    return float(v) if v is not None and isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def variant_of(point_key: str) -> str:

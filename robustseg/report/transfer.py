@@ -3,14 +3,7 @@ every (crafted on, evaluated on) pair with its interval, the white-box diagonal 
 that beat the white-box one flagged. From each target run's metrics.csv and run.json alone."""
 from __future__ import annotations
 
-import math
-
-from .rundata import RunData
-
-
-def _finite(v) -> float | None:
-    v = float(v)
-    return v if math.isfinite(v) else None
+from .rundata import RunData, finite_or_none as _finite
 
 
 def matrices(runs: list[RunData]) -> list[dict]:
