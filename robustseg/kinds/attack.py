@@ -173,13 +173,14 @@ class AttackSweep(Kind):
                                                              derived_seed(ctx.seed, batch.key))
                 out.rows["grads"] += checks.gradient_health(model, imgs, targets, objective, ids, point.objective)
                 batch.progress(len(ids) * CLEAN_MEASURE)
-            done = emptied.done(point) if self.suite.ensemble else {}
+            done = emptied.done(point) if self.suite.ensemble else {}  # only an ensemble skips images
             todo = [j for j in range(len(ids)) if j not in done]
             adv, adv_out = self.attacked(ctx, point, objective, [imgs[j] for j in todo],
                                          [targets[j] for j in todo], s)
             adv = _merged(todo, adv, {j: d[0] for j, d in done.items()})
             adv_out = _merged(todo, adv_out, {j: d[1] for j, d in done.items()})
-            emptied.record(point, todo, adv, adv_out)
+            if self.suite.ensemble:  # a plain suite never reads them: keep no images past their point
+                emptied.record(point, todo, adv, adv_out)
             if point.key in self.example_keys:
                 save_examples(self.out, point.key, ids, adv, imgs)
             out.predictions[point.key] = [r for o, iid in zip(adv_out, ids)
