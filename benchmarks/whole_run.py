@@ -1,10 +1,10 @@
 """The whole default `robustseg attack` run against its floor, with a per-stage breakdown.
 
 Floor: what the suite's attacks cannot avoid, on the same images and batch size: per batch, every gradient step
-of every point as a bare forward+backward (attack_mode, the summed losses, autograd.grad) and one prediction per
-point plus the clean one. The run is timed as one call of run_suite; its stages come from timing wrappers around
+of every gradient point as a bare forward+backward (attack_mode, the summed losses, autograd.grad), a query
+attack's queries as its own queries (predictions without the mask branch), and one prediction per point plus the clean one. The run is timed as one call of run_suite; its stages come from timing wrappers around
 the functions that do them (clean predictions, attacks, predictions of attacked images, per-image objective
-measurements and gradient health, COCO evaluation with bootstrap intervals, the masking probe, the report).
+measurements, COCO evaluation with bootstrap intervals, the masking probe, the report).
 Target (issue 19): run / floor <= 1.15 on 2 CPUs.
 
     python benchmarks/whole_run.py                       # shipped model, 32 images, quick suite
@@ -55,9 +55,12 @@ class Stages:
 
 def floor_seconds(lm, suite, ds, batch_size: int, device) -> float:
     from robustseg.eval.coco_eval import predict
+    from robustseg.attacks.square import scores as query_scores
+    from robustseg.kinds.attack import NO_GRADIENT, QUERY_ATTACKS
     from robustseg.models.modes import attack_mode
     model = lm.model
-    steps = sum(max(p.steps, 1) for p in suite.points if p.attack not in ("random", "foolbox"))
+    steps = sum(max(p.steps, 1) for p in suite.points if p.attack not in NO_GRADIENT)
+    queries = sum(p.steps for p in suite.points if p.attack in QUERY_ATTACKS)  # each a prediction without masks
     preds = 1 + len(suite.points)
     t0 = time.perf_counter()
     for s in range(0, len(ds), batch_size):
@@ -70,6 +73,8 @@ def floor_seconds(lm, suite, ds, batch_size: int, device) -> float:
                 torch.autograd.grad(sum(model(xs, tgts).values()), xs)
         for _ in range(preds):
             predict(model, imgs)
+        for _ in range(queries):
+            query_scores(model, imgs, tgts)
     C.sync(device)
     return time.perf_counter() - t0
 
@@ -104,7 +109,6 @@ def main(argv=None) -> int:
     st.wrap(attack_kind, "build_attack", "attacks (building)")
     st.wrap(attack_kind, "predict", "attacked predictions")
     st.wrap(checks, "per_image_losses", "per-image objective values")
-    st.wrap(checks, "gradient_health", "clean gradient health")
     st.wrap(checks, "masking_probe", "masking probe")
     st.wrap(scoring, "evaluate", "COCO evaluation + intervals")
     st.wrap(engine, "_write_report", "report")

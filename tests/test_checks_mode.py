@@ -1,5 +1,6 @@
-"""--checks full|quick|off (kinds/attack_checks.plan_probe): the masking probe sized to the requested work,
-its cost said before any work and kept in run.json; off skips every check and says so loudly."""
+"""--checks full|quick|off (kinds/attack_checks.plan_probe, plan_losses): the masking probe and the per-image
+objective measurements sized to the requested work, their cost said before any work and kept in run.json; off
+skips every check and says so loudly."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pandas as pd
 
 from robustseg.cli import main
 from robustseg.data.synth import generate
-from robustseg.kinds.attack_checks import plan_probe
+from robustseg.kinds.attack_checks import LOSS_IMAGES, plan_losses, plan_probe
 
 from _helpers import trained_model_path
 
@@ -23,6 +24,17 @@ def test_the_probe_fits_the_work_in_quick_mode():
     assert plan_probe("off", 32, 10_000, None)["images"] == 0
 
 
+def test_the_loss_measurements_fit_the_work_in_quick_mode():
+    ids = list(range(100, 132))
+    default = plan_losses("quick", ids, 32 * 49, 13)  # the default run: 12 measured points + 1 clean, per image
+    assert default["images"] == LOSS_IMAGES == 16 and default["image_ids"] == ids[::2]  # spread, not the first 16
+    assert default["forward_passes"] == 16 * 13
+    assert plan_losses("quick", ids[:4], 4, 2)["images"] == 2       # one-step attack on 4 photos: 4 passes fit
+    assert plan_losses("quick", ids[:1], 1, 2)["images"] == 0       # not even one image fits
+    assert plan_losses("full", ids, 1, 13)["image_ids"] == ids
+    assert plan_losses("off", ids, 10_000, 13)["images"] == 0
+
+
 def test_checks_off_and_quick_on_the_command_line(tmp_path, capsys):
     ann = generate(tmp_path / "d", 4, seed=53, size=64)
     base = ["attack", "--model", str(trained_model_path()), "--data", str(ann), "--images",
@@ -30,8 +42,14 @@ def test_checks_off_and_quick_on_the_command_line(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "quick")]) == 0
     err = capsys.readouterr().err
     assert "masking probe skipped" in err  # 4 gradient evaluations of attack: the probe does not fit
+    assert "the objective of 2 of 4 image(s) measured" in err  # 2 x (clean + FGSM) = 4 forward passes fit
     info = json.loads((tmp_path / "quick" / "run.json").read_text())
     assert info["attack"]["checks"]["mode"] == "quick" and info["attack"]["checks"]["probe"]["images"] == 0
+    assert info["attack"]["checks"]["losses"] == {"images": 2, "of": 4, "forward_passes": 4}
+    rows = pd.read_csv(tmp_path / "quick" / "per_image.csv")
+    fgsm = rows[rows.attack == "fgsm"]
+    assert fgsm.loss_measured.sum() == 2 and fgsm[fgsm.loss_measured].loss_adv.notna().all()
+    assert fgsm[~fgsm.loss_measured].loss_adv.isna().all() and not rows[rows.attack == "random"].loss_measured.any()
     sanity = json.loads((tmp_path / "quick" / "sanity.json").read_text())
     probe = next(c for c in sanity["checks"] if c["check"] == "moderate_eps")
     assert probe["verdict"] == "warn" and probe["ran"] is False and sanity["verdict"] == "warn"  # no silent pass
@@ -46,3 +64,9 @@ def test_checks_off_and_quick_on_the_command_line(tmp_path, capsys):
     assert "--checks off" in html and "no sanity check ran" in html
     got, want = pd.read_csv(off / "metrics.csv"), pd.read_csv(tmp_path / "quick" / "metrics.csv")
     assert (got.value - want.value).abs().max() < 1e-9  # the attacks themselves are the same
+
+    assert main([*base, "--limit", "1", "--out", str(tmp_path / "one")]) == 0  # 1 gradient evaluation: none fits
+    assert "no per-image objective values" in capsys.readouterr().err
+    checks = json.loads((tmp_path / "one" / "sanity.json").read_text())["checks"]
+    loss = [c for c in checks if c["check"] == "loss_increased"]
+    assert len(loss) == 1 and loss[0]["verdict"] == "warn" and loss[0]["ran"] is False  # not a silent pass

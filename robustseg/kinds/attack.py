@@ -17,6 +17,8 @@ from tqdm import tqdm
 from ..attacks import ATTACKS
 from ..attacks.eot import with_eot
 from ..attacks.foolbox_bridge import object_robust_accuracy
+from ..attacks.tap import GradientTap
+from ..amp import FP16_LOSS_SCALE
 from ..attacks.objectives import attack_targets, make_objective, mislabel_to, target_label_for, with_amp
 from ..errors import RobustsegError
 from ..eval.coco_eval import predict, to_coco_results
@@ -36,7 +38,8 @@ from . import ensemble
 
 DEFAULT_LIMIT = 32  # images of the built-in synthetic split attacked when no dataset is given
 SCORE_THRESHOLD = COUNT_SCORE  # detections counted in per_image.csv
-PER_IMAGE_COLUMNS = ["image_id", "point", "attack", "norm", "eps", "steps", "objective", "attacked", "loss_clean",
+PER_IMAGE_COLUMNS = ["image_id", "point", "attack", "norm", "eps", "steps", "objective", "attacked", "loss_measured",
+                     "loss_clean",
                      "loss_adv", "detections_clean", "detections_adv", "linf", "l2"]
 STATS_COLUMNS = ["point", "attack", "norm", "eps", "steps", "objective", "objects", "vanishing_rate", "fp_per_image",
                  "targeted_success", "mask_iou"]
@@ -60,7 +63,7 @@ def _count(outputs) -> list[int]:
 
 QUERY_ATTACKS = ("square",)  # budgets in queries (predictions), no gradient
 NO_GRADIENT = ("random", "foolbox", *QUERY_ATTACKS)  # not in the attacks' own gradient evaluations
-CLEAN_MEASURE = 1.0 + GRADIENT_COST  # per objective and image: its clean loss, and its clean input gradient
+CLEAN_MEASURE = 1.0  # per objective and image: its clean loss (the gradient's health comes from the attack's)
 
 
 def point_cost(p: AttackPoint) -> float:
@@ -89,11 +92,13 @@ class AttackSweep(Kind):
     def fingerprint(self, ctx) -> dict:
         """The suite and the checks (a resumed run must measure every batch the same way)."""
         return {"suite": self.suite.as_dict()["points"], "ensemble": self.suite.ensemble, "seeds": self.seeds,
-                "eot": self.eot, "checks": self.checks, "sanity_images": self.sanity_images}
+                "eot": self.eot, "checks": self.checks, "sanity_images": self.sanity_images,
+                "loss_images": self.loss_plan["image_ids"] if self.checks == "quick" else self.checks}
 
     def describe(self, ctx) -> dict:
         return {"suite": self.suite.as_dict(), "seeds": self.seeds, "eot": self.eot,
-                "checks": {"mode": self.checks, "probe": self.probe_plan}}
+                "checks": {"mode": self.checks, "probe": self.probe_plan,
+                           "losses": {k: v for k, v in self.loss_plan.items() if k != "image_ids"}}}
 
     def check(self, ctx) -> None:
         self.plan = with_seeds(_checked_points(self.suite, ctx.lm, ctx.ds), self.seeds)
@@ -101,20 +106,31 @@ class AttackSweep(Kind):
         usable = len(ctx.ds) - len(ctx.problems)
         gradients = usable * sum(p.steps for p in self.plan if p.attack not in NO_GRADIENT)
         self.probe_plan = checks.plan_probe(self.checks, usable, gradients, self.sanity_images)
+        measured = [p for p in self.plan if self.measures_loss(p)]
+        self.loss_objectives = {_objective_key(p) for p in measured}  # each measured once at the clean images too
+        self.loss_plan = checks.plan_losses(self.checks, [i for i in ctx.ds.image_ids if i not in ctx.problems],
+                                            gradients, len(measured) + len(self.loss_objectives))
+        self.loss_ids = set(self.loss_plan["image_ids"])
+        self.loss_share = self.loss_plan["images"] / usable if usable else 0.0
 
     def prepare(self, ctx, run_dir) -> None:
         """Say up front what the checks cost (the main rank, before any work)."""
-        p = self.probe_plan
+        p, lp = self.probe_plan, self.loss_plan
         if self.checks == "off":
             tqdm.write("checks: OFF (--checks off): no sanity checks, no per-image objective values; nothing in this "
                        "run can tell a robust model from one with masked gradients", file=sys.stderr)
-        elif p["images"]:
-            tqdm.write(f"checks ({self.checks}): after the attacks, the masking probe: PGD-{p['steps']} at {p['eps']}, "
-                       f"a determinism repeat and a finite-difference gradient check, on {p['images']} image(s) = {p['gradient_evaluations']} gradient "
-                       f"evaluations and {p['predictions']} predictions; per point, each image's objective measured "
-                       f"once more", file=sys.stderr)
+            return
+        losses = (f"the objective of {lp['images']} of {lp['of']} image(s) measured before and after each gradient "
+                  f"attack = {lp['forward_passes']} forward passes" if lp["images"] else
+                  "no per-image objective values (not even one image fits within the attacks' own gradient "
+                  "evaluations; --checks full measures them)")
+        if p["images"]:
+            tqdm.write(f"checks ({self.checks}): {losses}; after the attacks, the masking probe: PGD-{p['steps']} at "
+                       f"{p['eps']}, a determinism repeat and a finite-difference gradient check, on {p['images']} "
+                       f"image(s) = {p['gradient_evaluations']} gradient evaluations and {p['predictions']} "
+                       "predictions", file=sys.stderr)
         else:
-            tqdm.write(f"checks ({self.checks}): masking probe skipped ({p['skipped']})", file=sys.stderr)
+            tqdm.write(f"checks ({self.checks}): {losses}; masking probe skipped ({p['skipped']})", file=sys.stderr)
 
     def ready(self, ctx, run_dir) -> None:
         self.out = run_dir.path
@@ -131,11 +147,13 @@ class AttackSweep(Kind):
         return [p for p in self.plan if p.seed == 0]
 
     def cost_per_image(self, ctx) -> float:
-        """The points, and (checks on) per objective the clean loss and gradient health measured once."""
-        if self.checks == "off":
-            return sum(self.point_cost(p) for p in self.plan)
-        return sum(self.point_cost(p) for p in self.plan) + CLEAN_MEASURE * len(
-            {_objective_key(p) for p in self.plan if p.attack != "foolbox"})
+        """The points, and per measured objective its clean value, on the share of images measured (an average:
+        the bar charges every image alike)."""
+        return sum(self.point_cost(p) for p in self.plan) + self.clean_cost
+
+    @property
+    def clean_cost(self) -> float:
+        return CLEAN_MEASURE * len(self.loss_objectives) * self.loss_share
 
     def measures_loss(self, p: AttackPoint) -> bool:
         """Whether each image's objective is measured after ``p``: not under --checks off, and under quick not for
@@ -143,9 +161,11 @@ class AttackSweep(Kind):
         return self.checks == "full" or (self.checks == "quick" and p.attack not in ("random", *QUERY_ATTACKS))
 
     def point_cost(self, p: AttackPoint) -> float:
-        """point_cost, with --eot's passes per gradient step."""
+        """point_cost, with --eot's passes per gradient step, and its loss measurement on the share measured."""
         extra = (self.eot - 1) * p.steps * GRADIENT_COST if p.attack not in ("random", "foolbox") else 0.0
-        return point_cost(p) + extra - (0.0 if p.attack == "foolbox" or self.measures_loss(p) else 1.0)
+        if p.attack == "foolbox":
+            return point_cost(p) + extra
+        return point_cost(p) + extra - 1.0 + (self.loss_share if self.measures_loss(p) else 0.0)
 
     def target_label(self, lm: LoadedModel, point: AttackPoint) -> int | None:
         return target_label_for(point.target_class, lm.class_names)
@@ -155,6 +175,7 @@ class AttackSweep(Kind):
         model, imgs, ids = ctx.lm.model, batch.images, batch.ids
         out = BatchOut(rows={"per_image": [], "grads": [], "foolbox": []})
         clean_counts, losses_clean, emptied = _count(batch.clean), {}, ensemble.Emptied()
+        healthy = set()  # objectives whose input-gradient health this batch has recorded
         for point in self.plan:
             batch.progress(0, point.key)
             s = derived_seed(ctx.seed, point.key, batch.key)
@@ -165,18 +186,20 @@ class AttackSweep(Kind):
             objective = make_objective(point.objective, point.losses, ctx.lm.num_classes, ctx.lm.class_names)
             targets = attack_targets(point.objective, batch.targets, batch.clean, ctx.lm.num_classes,
                                      self.target_label(ctx.lm, point), ctx.lm.class_names)
-            okey = _objective_key(point)
-            if self.checks == "off":
-                losses_clean[okey] = [math.nan] * len(ids)
-            elif okey not in losses_clean:
+            okey, measure = _objective_key(point), [j for j, i in enumerate(ids) if i in self.loss_ids]
+            if okey in self.loss_objectives and okey not in losses_clean:
                 losses_clean[okey] = checks.per_image_losses(model, imgs, targets, objective,
-                                                             derived_seed(ctx.seed, batch.key))
-                out.rows["grads"] += checks.gradient_health(model, imgs, targets, objective, ids, point.objective)
-                batch.progress(len(ids) * CLEAN_MEASURE)
+                                                             derived_seed(ctx.seed, batch.key), measure)
+                batch.progress(len(ids) * CLEAN_MEASURE * self.loss_share)
             done = emptied.done(point) if self.suite.ensemble else {}  # only an ensemble skips images
             todo = [j for j in range(len(ids)) if j not in done]
-            adv, adv_out = self.attacked(ctx, point, objective, [imgs[j] for j in todo],
+            tap = None if self.checks == "off" or okey in healthy or point.attack in NO_GRADIENT else \
+                GradientTap(objective, FP16_LOSS_SCALE if ctx.opts.amp == "fp16" else 1.0)
+            adv, adv_out = self.attacked(ctx, point, tap or objective, [imgs[j] for j in todo],
                                          [targets[j] for j in todo], s)
+            if tap is not None and tap.gradients() is not None:  # the first gradient attack on this objective
+                out.rows["grads"] += checks.health_rows(tap.gradients(), [ids[j] for j in todo], point.objective)
+                healthy.add(okey)
             adv = _merged(todo, adv, {j: d[0] for j, d in done.items()})
             adv_out = _merged(todo, adv_out, {j: d[1] for j, d in done.items()})
             if self.suite.ensemble:  # a plain suite never reads them: keep no images past their point
@@ -185,10 +208,12 @@ class AttackSweep(Kind):
                 save_examples(self.out, point.key, ids, adv, imgs)
             out.predictions[point.key] = [r for o, iid in zip(adv_out, ids)
                                           for r in to_coco_results(o, iid, ctx.lm.category_ids)]
-            loss_adv = checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key)) \
-                if self.measures_loss(point) else [math.nan] * len(ids)
-            out.rows["per_image"] += _per_image_rows(point, ids, imgs, adv, losses_clean[okey], loss_adv,
-                                                     clean_counts, _count(adv_out), set(todo))
+            if not self.measures_loss(point):
+                measure = []
+            loss_adv = checks.per_image_losses(model, adv, targets, objective, derived_seed(ctx.seed, batch.key),
+                                               measure)
+            out.rows["per_image"] += _per_image_rows(point, ids, imgs, adv, losses_clean.get(okey), loss_adv,
+                                                     set(measure), clean_counts, _count(adv_out), set(todo))
             batch.progress(len(ids) * self.point_cost(point))
         return out
 
@@ -236,10 +261,9 @@ class AttackSweep(Kind):
         grads = run_dir.read_all("images", "grads")
         if self.checks != "off":
             self.sanity = checks.write_sanity(ctx, self, scored, per_image, grads, out, self.probe_plan)
-        measured = {p.key for p in self.plan if self.measures_loss(p)}
         nonfinite = None if self.checks == "off" else sum(
             1 for r in per_image
-            if r["point"] in measured and not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
+            if r["loss_measured"] and not (math.isfinite(r["loss_clean"]) and math.isfinite(r["loss_adv"])))
         info = {"nonfinite_losses": nonfinite, "nonfinite_gradients": sum(1 for g in grads if not g["finite"])}
         if self.winners is not None:
             write_csv(out / "ensemble_winners.csv", self.winners, ensemble.WINNER_COLUMNS)
@@ -287,14 +311,16 @@ def _merged(positions: list[int], values: list, known: dict[int, object]) -> lis
     return [at[j] if j in at else known[j] for j in range(len(positions) + len(known))]
 
 
-def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, clean_counts, adv_counts, attacked) -> list[dict]:
+def _per_image_rows(point, ids, imgs, adv, loss_clean, loss_adv, measured, clean_counts, adv_counts, attacked
+                    ) -> list[dict]:
     rows = []
     for j, iid in enumerate(ids):
         d = (adv[j] - imgs[j]).flatten()
         rows.append({"image_id": iid, "point": point.key, "attack": point.attack, "norm": point.norm,
                      "eps": point.eps, "steps": point.steps, "objective": point.objective,
-                     "attacked": j in attacked,
-                     "loss_clean": loss_clean[j], "loss_adv": loss_adv[j], "detections_clean": clean_counts[j],
+                     "attacked": j in attacked, "loss_measured": j in measured,
+                     "loss_clean": loss_clean[j] if j in measured else math.nan,
+                     "loss_adv": loss_adv[j] if j in measured else math.nan, "detections_clean": clean_counts[j],
                      "detections_adv": adv_counts[j], "linf": float(d.abs().max()), "l2": float(d.norm(p=2))})
     return rows
 

@@ -21,21 +21,20 @@ from ..utils import batches, derived_seed
 
 
 @torch.no_grad()
-def per_image_losses(model, images, targets, objective, seed: int) -> list[float]:
-    """Each image's objective on its own, with every anchor and proposal in the loss: the detector's samplers
-    otherwise draw a random few hundred, and that noise hides the small loss change of a 1/255 attack."""
-    out = []
+def per_image_losses(model, images, targets, objective, seed: int, which: list[int]) -> dict[int, float]:
+    """The objective of each image ``which`` names (positions in the batch), on its own, with every anchor and
+    proposal in the loss: the detector's samplers otherwise draw a random few hundred, and that noise hides the
+    small loss change of a 1/255 attack."""
+    out = {}
     with attack_mode(model), every_sample(model):
-        for i, (x, t) in enumerate(zip(images, targets)):
+        for i in which:
             torch.manual_seed(derived_seed(seed, "loss", i))
-            out.append(float(objective(model, [x], [t])[0]))
+            out[i] = float(objective(model, [images[i]], [targets[i]])[0])
     return out
 
 
-def gradient_health(model, images, targets, objective, ids, objective_name: str) -> list[dict]:
-    """Per image: norms of the objective's input gradient at the clean point, and whether it is zero/finite."""
-    with attack_mode(model):
-        grads, _ = gradients(model, objective, images, targets, sanitize=False)
+def health_rows(grads: list[torch.Tensor], ids, objective_name: str) -> list[dict]:
+    """Per image: norms of an input gradient (the attack's first, attacks/tap.py), and whether it is zero/finite."""
     return [{"image_id": iid, "objective": objective_name, "l1": float(g.abs().sum()), "l2": float(g.norm()),
              "linf": float(g.abs().max()), "zero": bool((g == 0).all()), "finite": bool(torch.isfinite(g).all())}
             for g, iid in zip(grads, ids)]
@@ -68,6 +67,25 @@ def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int
         f"{e * 255:.0f}/255" for e in sanity.PROBE["ladder"]) + f" where noise keeps {sanity.NOISE_KEEPS:.0%} of "
         "clean AP", "gradient_evaluations": n * per_image, "predictions": n * (len(sanity.PROBE["ladder"]) + 1),
         "skipped": reason, "asked": mode == "off" or sanity_images is not None}  # asked: skipped on request
+
+
+LOSS_IMAGES = 16  # --checks quick: loss_increased on at most this many images (full: on every image)
+
+
+def plan_losses(mode: str, image_ids: list[int], attack_gradients: int, forwards_per_image: int) -> dict:
+    """Which images get their objective measured before and after each attack (sanity.loss_increased). Each
+    measurement is one forward pass with every anchor and proposal in the loss, counted as a gradient evaluation.
+    ``full``: every image. ``quick``: at most LOSS_IMAGES, spread over the dataset, and no more than keep those
+    passes within the attacks' own gradient evaluations (none if not even one image fits). ``off``: none."""
+    usable = len(image_ids)
+    if mode == "off" or not forwards_per_image:
+        n = 0
+    elif mode == "full":
+        n = usable
+    else:
+        n = min(usable, LOSS_IMAGES, attack_gradients // forwards_per_image)
+    chosen = [image_ids[(k * usable) // n] for k in range(n)] if n else []
+    return {"images": n, "of": usable, "forward_passes": n * forwards_per_image, "image_ids": chosen}
 
 
 class _ProbeImages:
@@ -198,6 +216,12 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
     rows = [r for r in per_image if r["point"] in keys and r["attacked"]]
     report = sanity.run_checks(scored.metrics, sweep.first_seed, rows, grads, probe, scored.boots,
                                scored.results["clean"])
+    gradient_points = any(p.attack in sanity.GRADIENT_ATTACKS for p in sweep.first_seed)
+    if gradient_points and not any(r["loss_measured"] for r in rows):
+        report["checks"].append({"check": "loss_increased", "verdict": "warn", "detail": "not run: no image's "
+                                 "objective was measured (--checks quick sizes it to the attacks' own gradient "
+                                 "evaluations; --checks full measures every image)", "ran": False})
+        report["verdict"] = "warn"
     if probe is None and probe_plan["skipped"] and not probe_plan["asked"]:
         # the masking probe did not run: the verdict cannot be pass (Carlini et al.: a check not made is no pass)
         report["checks"].append({"check": "moderate_eps", "verdict": "warn", "detail": f"not run (nor "
