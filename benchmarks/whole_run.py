@@ -143,6 +143,15 @@ def main(argv=None) -> int:
     for stage, s in sorted(st.seconds.items(), key=lambda kv: -kv[1]):
         print(f"  {stage:30} {s:7.1f} s  {100 * s / whole:5.1f}%")
     print(f"  {'other (loading, files, ...)':30} {whole - accounted:7.1f} s  {100 * (whole - accounted) / whole:5.1f}%")
+    sanity_file = res.out / "sanity.json"
+    if sanity_file.exists():  # what the checks found, so a cheaper check can be seen to find the same
+        report = read_json(sanity_file, "sanity.json")
+        print(f"sanity verdict {report['verdict']}")
+        for c in report["checks"]:
+            if c["check"] in ("moderate_eps", "gradient_fidelity", "deterministic", "gradients") or c["verdict"] != "pass":
+                print(f"  {c['check']}: {c['verdict']}: {c['detail']}")
+        print("  loss_increased: " + ", ".join(f"{c['rose']}/{c['images']}" for c in report["checks"]
+                                               if c["check"] == "loss_increased" and "rose" in c))
     shutil.rmtree(out.parent, ignore_errors=True)
     C.footer()
     return 0

@@ -42,7 +42,7 @@ LOSS_UP_FRACTION = 0.95  # "nearly every image", whatever their number (19 of 20
 NO_SKILL_AP = 0.01       # clean AP below this: there is nothing to attack and the AP checks are n/a
 # the masking probe: PGD without random start, ``steps`` steps, on the first ``images`` images, at the largest eps
 # of ``ladder`` where same-norm noise keeps NOISE_KEEPS of the clean AP (the smallest eps if none does)
-PROBE = {"steps": 20, "images": 8, "ladder": (8 / 255, 16 / 255, 32 / 255, 64 / 255)}
+PROBE = {"steps": 20, "quick_steps": 10, "images": 8, "ladder": (8 / 255, 16 / 255, 32 / 255, 64 / 255)}
 NOISE_KEEPS = 0.8
 FAR_BELOW = 0.25         # the probe's attack must leave at most this fraction of the noise's AP
 GRADIENT_COSINE = 0.99   # two gradients of one input agree at least this well (GPU atomics reorder sums)

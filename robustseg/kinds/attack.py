@@ -88,6 +88,8 @@ class AttackSweep(Kind):
         self.seeds, self.eot = seeds, eot
         self.plan: list[AttackPoint] = with_seeds(suite.points, seeds)  # refuses a bad count before any work
         self.sanity: dict | None = None  # sanity.json, once written (finish): the summary's last line names its warns
+        # which images get their objective measured: planned in check(), when the dataset is known
+        self.loss_plan, self.loss_ids, self.loss_objectives, self.loss_share = {}, set(), set(), 0.0
 
     def fingerprint(self, ctx) -> dict:
         """The suite and the checks (a resumed run must measure every batch the same way)."""
@@ -104,7 +106,8 @@ class AttackSweep(Kind):
         self.plan = with_seeds(_checked_points(self.suite, ctx.lm, ctx.ds), self.seeds)
         with_amp(make_objective("gt"), ctx.opts.amp, ctx.device)  # an unusable --amp fails here, before any work
         usable = len(ctx.ds) - len(ctx.problems)
-        gradients = usable * sum(p.steps for p in self.plan if p.attack not in NO_GRADIENT)
+        # sized on seed 0's work: with --seeds the checks read seed 0, and measure it as a run without --seeds does
+        gradients = usable * sum(p.steps for p in self.first_seed if p.attack not in NO_GRADIENT)
         self.probe_plan = checks.plan_probe(self.checks, usable, gradients, self.sanity_images)
         measured = [p for p in self.plan if self.measures_loss(p)]
         self.loss_objectives = {_objective_key(p) for p in measured}  # each measured once at the clean images too
@@ -156,9 +159,10 @@ class AttackSweep(Kind):
         return CLEAN_MEASURE * len(self.loss_objectives) * self.loss_share
 
     def measures_loss(self, p: AttackPoint) -> bool:
-        """Whether each image's objective is measured after ``p``: not under --checks off, and under quick not for
-        random noise nor for a query attack (no check reads it; empty in per_image.csv)."""
-        return self.checks == "full" or (self.checks == "quick" and p.attack not in ("random", *QUERY_ATTACKS))
+        """Whether images get their objective measured after ``p``: not under --checks off, and under quick not
+        for random noise, a query attack or a --seeds repeat (no check reads them; empty in per_image.csv)."""
+        return self.checks == "full" or (self.checks == "quick" and p.attack not in ("random", *QUERY_ATTACKS)
+                                         and p.seed == 0)
 
     def point_cost(self, p: AttackPoint) -> float:
         """point_cost, with --eot's passes per gradient step, and its loss measurement on the share measured."""

@@ -47,11 +47,12 @@ REPEAT_COST = 3
 
 
 def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None) -> dict:
-    """The masking probe's size (sanity.PROBE: PGD-20 at a moderate eps on 8 images, the noise ladder and the
-    determinism repeat). ``full``: all 8 images. ``quick`` (the default): as many of those images as keep its
-    gradient evaluations within the attacks' own, none if not even one fits (a one-step attack on 4 images).
-    ``off``: none. ``sanity_images`` (tests) fixes the count."""
-    steps, most = sanity.PROBE["steps"], min(sanity.PROBE["images"], images)
+    """The masking probe's size (sanity.PROBE: PGD at a moderate eps on 8 images, the noise ladder and the
+    determinism repeat). ``full``: PGD-20 on all 8 images. ``quick`` (the default): PGD-10 (the default suite's
+    strongest attack), on as many of those images as keep its gradient evaluations within the attacks' own, none if
+    not even one fits (a one-step attack on 4 images). ``off``: none. ``sanity_images`` (tests) fixes the count."""
+    steps = sanity.PROBE["steps"] if mode == "full" else min(sanity.PROBE["steps"], sanity.PROBE["quick_steps"])
+    most = min(sanity.PROBE["images"], images)
     per_image = steps + REPEAT_COST
     if mode == "off":
         n, reason = 0, "--checks off"
