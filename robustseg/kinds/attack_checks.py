@@ -17,6 +17,8 @@ from ..eval.bootstrap import interval, resamples
 from ..eval.coco_eval import evaluate, predict, to_coco_results
 from ..fileio import write_json
 from ..models.modes import attack_mode
+from ..run import GRADIENT_COST
+from ..run.progress import Progress
 from ..utils import batches, derived_seed
 
 
@@ -92,9 +94,9 @@ def plan_losses(mode: str, image_ids: list[int], attack_gradients: int, forwards
 class _ProbeImages:
     """The probe's images, their ground truth, and bbox AP (with bootstrap values) of predictions on them."""
 
-    def __init__(self, ctx, eval_ids: list[int], n_boot: int):
+    def __init__(self, ctx, eval_ids: list[int], n_boot: int, bar: Progress):
         pos = {iid: i for i, iid in enumerate(ctx.ds.image_ids)}
-        self.ctx, self.ids = ctx, eval_ids
+        self.ctx, self.ids, self.bar = ctx, eval_ids, bar
         loaded = [ctx.load(pos[iid]) for iid in eval_ids]
         self.images, self.targets = [x for x, _ in loaded], [t for _, t in loaded]
         self.rows = resamples(len(eval_ids), n_boot, derived_seed(ctx.seed, "probe-bootstrap")) if n_boot else None
@@ -109,11 +111,13 @@ class _ProbeImages:
 
     def attacked(self, attack, eps: float, tag: str) -> tuple[float, np.ndarray | None]:
         lm, results = self.ctx.lm, []
+        self.bar(0, f"{tag} {eps * 255:.0f}/255")  # what runs now
         for sub, imgs, tgts in self.chunks():
             s = derived_seed(self.ctx.seed, tag, eps, sub[0])
             torch.manual_seed(s)
             adv = attack(lm.model, imgs, tgts, [eps], make_objective("gt"), torch.Generator().manual_seed(s))[0]
             results += [r for o, iid in zip(predict(lm.model, adv), sub) for r in to_coco_results(o, iid, lm.category_ids)]
+            self.bar(len(sub) * (1 + GRADIENT_COST * getattr(attack, "steps", 0)))
         return self.scored(results)
 
 
@@ -127,7 +131,9 @@ def _gap(noise: np.ndarray | None, attack: np.ndarray | None) -> list[float] | N
 def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: int) -> dict:
     """sanity.moderate_eps's figures: the noise ladder, then PGD without random start from the clean image at the
     largest eps whose noise keeps NOISE_KEEPS of the clean AP; and sanity.deterministic's (``repeat``)."""
-    probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap)
+    per_image = len(sanity.PROBE["ladder"]) + 1 + steps * GRADIENT_COST + 2 * (1 + GRADIENT_COST) + GRADIENT_COST + 2
+    bar = Progress(len(eval_ids) * per_image, "checks", enabled=ctx.opts.progress and ctx.dist.main)
+    probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap, bar)
     keep = set(eval_ids)
     clean_ap, _ = probe.scored([r for r in clean_results if r["image_id"] in keep])
     ladder = []  # up the ladder until the noise takes more than it may: the eps below that one is the probe's
@@ -138,10 +144,16 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
     kept = [step for step in ladder if step[1] >= sanity.NOISE_KEEPS * clean_ap]
     eps, noise_ap, noise_boots = kept[-1] if kept else ladder[0]
     ap, boots = probe.attacked(PGD(steps=steps, random_start=False), eps, "probe-pgd")
-    return {"eps": eps, "steps": steps, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
-            "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
-            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeatability(ctx, probe),
-            "fidelity": fidelity(ctx, probe)}
+    bar(0, "determinism repeat")
+    repeat = repeatability(ctx, probe)
+    bar(len(eval_ids) * 2 * (1 + GRADIENT_COST), "finite-difference gradient check")
+    out = {"eps": eps, "steps": steps, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
+           "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
+           "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeat,
+           "fidelity": fidelity(ctx, probe)}
+    bar(bar.bar.total - bar.bar.n)  # the noise ladder may stop early: the bar ends full
+    bar.close()
+    return out
 
 
 def _prediction_diff(a: list[dict], b: list[dict], images: list[torch.Tensor]) -> float:
