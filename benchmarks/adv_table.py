@@ -51,7 +51,7 @@ def rows(root: Path) -> list[dict]:
             t = root / "transfer" / name / "metrics.csv"
             if t.is_file():
                 tm = pd.read_csv(t)
-                cells["transfer_8"] = _ap(tm, PGD10_8, iou, source="shipped")
+                cells["transfer_8"] = _ap(tm, f"from-shipped--{PGD10_8}", iou, source="shipped")
             for k, (v, lo, hi) in cells.items():
                 row.update({f"{iou}_{k}": v, f"{iou}_{k}_lo": lo, f"{iou}_{k}_hi": hi})
         out.append(row)
@@ -101,7 +101,8 @@ def main() -> None:
     rs = rows(args.root)
     if args.out:
         with open(args.out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rs[0]))
+            fields = list(dict.fromkeys(k for r in rs for k in r))  # shipped, the source, has no transfer cells
+            w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(rs)
     for iou in ("bbox", "segm"):
