@@ -328,7 +328,7 @@ def _parser_train(sub) -> None:
     t.add_argument("--eps", default="4/255", help="Linf budget of --adv and of --eval-every's PGD (default 4/255)")
     t.add_argument("--steps", type=int, default=3, help="PGD steps per adversarial example (default 3)")
     t.add_argument("--adv-ratio", type=float, default=0.5, help="fraction of each batch made adversarial")
-    t.add_argument("--bn", choices=["batch", "frozen"], default="batch", help="BatchNorm: batch statistics, or frozen")
+    t.add_argument("--bn", choices=["batch", "frozen"], help="BatchNorm (default: frozen with --init, else batch)")
     t.add_argument("--amp", choices=["bf16", "fp16"], help="mixed-precision autocast (CUDA only)")
     t.add_argument("--eval-every", type=int, default=0, help="clean + PGD AP every N iterations (0: never)")
     t.add_argument("--eval-data", help="COCO JSON for --eval-every")

@@ -205,3 +205,29 @@ def test_bn_policy_decides_whether_training_moves_the_running_statistics(data8, 
 def test_unknown_bn_policy_is_refused(data8, tmp_path):
     with pytest.raises(RobustsegError, match="--bn"):
         train(_cfg(data8, tmp_path / "x.pt", bn="group"), progress=False)
+
+
+def test_default_bn_policy_is_frozen_for_fine_tuning_and_recorded_resolved(data8, tmp_path):
+    """The measured default (docs/adversarial-training.md): frozen with --init, batch statistics from scratch; the
+    checkpoint records the policy used, not None."""
+    from robustseg.training.config import default_bn
+    assert default_bn(_cfg(data8, tmp_path / "a.pt")) == "batch"
+    assert default_bn(_cfg(data8, tmp_path / "a.pt", init="x.pt")) == "frozen"
+    assert default_bn(_cfg(data8, tmp_path / "a.pt", init="x.pt", bn="batch")) == "batch"
+    out = tmp_path / "scratch.pt"
+    train(_cfg(data8, out, iters=1), progress=False)
+    assert load_model(out).meta["train_config"]["bn"] == "batch"
+
+
+def test_resume_of_a_checkpoint_from_before_bn_takes_it_as_batch(data8, tmp_path):
+    """A checkpoint written before --bn existed was trained with batch statistics: resuming it under today's
+    fine-tuning default (frozen) is refused, with --bn batch it continues."""
+    from dataclasses import asdict, replace
+
+    from robustseg.training.start import resumed_meta
+    cfg = _cfg(data8, tmp_path / "a.pt", init="x.pt")
+    old_cfg = {k: v for k, v in asdict(cfg).items() if k != "bn"}
+    state = {"meta": {"trained_on": {"sha256": "h"}, "train_config": old_cfg, "command": "old"}}
+    with pytest.raises(RobustsegError, match="bn='batch'"):
+        resumed_meta({"command": "new"}, state, replace(cfg, bn="frozen"), "h", 2)
+    assert resumed_meta({"command": "new"}, state, replace(cfg, bn="batch"), "h", 2)["resumed_at"] == [2]

@@ -12,6 +12,7 @@ import contextlib
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ..fileio import sha256_file
 from ..models import save_checkpoint
 from . import distributed
 from .adversarial import Adversary
-from .config import TrainConfig, check_options, lr_factor
+from .config import TrainConfig, check_options, default_bn, lr_factor
 from .logs import append_rows, keep_rows, log_paths
 from .start import build_start, restore, resume_state, resumed_meta, run_meta
 
@@ -96,6 +97,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, adversa
     adversarial versions (built from ``cfg.adv`` when not given; see adversarial.py). The loop computes and logs
     the clean and the adversarial images' losses separately and trains on their size-weighted mean.
     """
+    cfg = replace(cfg, bn=default_bn(cfg))  # recorded resolved, so a resume compares what was actually used
     out = Path(cfg.out)
     d, device = distributed.setup(cfg.device)
     try:

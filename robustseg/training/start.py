@@ -17,7 +17,7 @@ from ..data.coco import CocoDataset
 from ..errors import RobustsegError
 from ..models import build_model
 from ..models.checkpoint import _torch_load, load_model
-from .config import RESUME_MUST_MATCH, TrainConfig
+from .config import LEGACY_DEFAULTS, RESUME_MUST_MATCH, TrainConfig
 from .distributed import Dist
 
 
@@ -95,7 +95,9 @@ def resumed_meta(meta: dict, state: dict, cfg: TrainConfig, data_hash: str, star
     old = state.get("meta", {})
     if old.get("trained_on", {}).get("sha256") != data_hash:
         raise RobustsegError(f"--resume: {cfg.data} is not the dataset this run was started on")
-    old_cfg, defaults = old.get("train_config", {}), asdict(TrainConfig("", ""))
+    # a setting the old checkpoint does not record had the value it had before the setting existed, which need not
+    # be today's default (LEGACY_DEFAULTS: --bn was batch statistics before it became an option)
+    old_cfg, defaults = old.get("train_config", {}), {**asdict(TrainConfig("", "")), **LEGACY_DEFAULTS}
     differs = [k for k in RESUME_MUST_MATCH if old_cfg.get(k, defaults[k]) != getattr(cfg, k)]
     if differs:
         raise RobustsegError(f"--resume: this run was started with different {', '.join(differs)} "
