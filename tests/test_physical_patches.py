@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -78,6 +79,23 @@ def test_colours_from_a_csv_and_one_line_errors_for_bad_ones(tmp_path):
         load_colours(tmp_path / "missing.csv")
 
 
+def test_colours_csv_edge_cases(tmp_path):
+    """A spreadsheet's byte-order mark does not turn the first colour into a dropped "header"; NaN, an empty file,
+    a binary file and a chart of a million colours are one-line errors."""
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf10,20,30\n40,50,60\n")
+    assert torch.allclose(load_colours(bom), torch.tensor([[10, 20, 30], [40, 50, 60]]) / 255)
+    from robustseg.patches.printability import MAX_COLOURS
+    cases = {"nan.csv": (b"nan,1,2\n", "must be in 0-255"), "empty.csv": (b"", "no r,g,b rows"),
+             "bin.csv": (b"\xff\xfe\x00\x81", "not a text CSV"),
+             "many.csv": (b"1,2,3\n" * (MAX_COLOURS + 1), f"at most {MAX_COLOURS}")}
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(RobustsegError, match=expected) as e:
+            load_colours(tmp_path / name)
+        assert len(str(e.value).splitlines()) == 1
+
+
 def test_nps_term_lowers_the_optimised_patch_nps(lm, splits):
     (tr, tri), _ = splits
     ds = CocoDataset(tr, tri, category_ids=lm.category_ids, limit=4)
@@ -122,21 +140,36 @@ def test_conditions_are_batched_seeded_and_each_applies_alone():
         assert any(not torch.allclose(a, b) for a, b in zip(alone, flat_patch)), comp
 
 
+def test_the_circle_a_site_keeps_clear_holds_the_tilted_sticker():
+    """The pinhole enlarges a tilted sticker's near side: its corners reach beyond the half-diagonal sqrt(2) (the
+    circle off-object sites were once kept clear with) up to ``reach(tilt)``, never further."""
+    from robustseg.patches.physical import corners, reach
+    for tilt in (10.0, 50.0, 75.0):
+        g = torch.Generator().manual_seed(int(tilt))
+        c = stack([{**draw(g, (0.0, 0.0, 2.0), (4, 4), PhysicalEOT(tilt=tilt)), "scale": 1.0} for _ in range(4000)])
+        far = float(corners(c.only(["perspective", "rotation", "scale"])).norm(dim=-1).max())
+        assert far <= reach(tilt) + 1e-5 and far > reach(tilt) - 0.01, (tilt, far, reach(tilt))
+        assert reach(tilt) > 2 ** 0.5 + 0.01
+    assert reach(0.0) == pytest.approx(2 ** 0.5)
+
+
 def test_sticker_sites_follow_the_placement_rule(splits):
+    from robustseg.patches.physical import reach
     from robustseg.patches.sticker import site
     (ann, images), _ = splits
     ds = CocoDataset(ann, images, limit=8)
+    eot = PhysicalEOT(tilt=60.0)
     for i in range(len(ds)):
         h, w = ds.load_image(i).shape[1:]
         boxes = ds.target(i)["boxes"]
         for k in range(3):
             g = torch.Generator().manual_seed(10 * i + k)
-            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "on-object", "cover": 0.2, "side": 0.25})
+            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "on-object", "cover": 0.2, "side": 0.25}, eot)
             areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes.tolist()
                      if b[0] <= cx <= b[2] and b[1] <= cy <= b[3]]
             assert held and any(abs(side ** 2 - 0.2 * a) < 1e-3 * a for a in areas)  # 20% of the box it is on
-            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "off-object", "cover": 0.2, "side": 0.25})
-            r = side / 2 ** 0.5  # the circle around the sticker, whatever its turn
+            (cx, cy, side), held = site(g, h, w, boxes, {"placement": "off-object", "cover": 0.2, "side": 0.25}, eot)
+            r = side / 2 * reach(eot.tilt)  # the circle around the sticker, whatever its turn and tilt
             assert r <= cx <= w - r and r <= cy <= h - r
             if held:
                 assert not any(b[0] - 1 < cx + r and b[2] + 1 > cx - r and b[1] - 1 < cy + r and b[3] + 1 > cy - r
@@ -204,14 +237,46 @@ def test_exported_png_prints_at_the_requested_width_and_reads_back_exactly(width
             export_print_png(tmp_path / "q.png", patch, bad)
 
 
+def test_a_wide_print_is_a_bounded_png_at_its_true_width(tmp_path):
+    """A 5 m print is not a 59,000-pixel PNG: the export stops at MAX_PNG_SIDE pixels and lowers the DPI, so the
+    pHYs width is still the one asked, and it reads back to its pixels."""
+    from robustseg.patches.files import MAX_PNG_SIDE
+    patch = quantise(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2)), DEFAULT_COLOURS)
+    info = export_print_png(tmp_path / "wide.png", patch, 500.0)
+    assert info["pixels"] <= MAX_PNG_SIDE and info["pixels"] % 32 == 0 and info["dpi"] < 300
+    assert abs(printed_width_cm(tmp_path / "wide.png") / 500.0 - 1) < 5e-4  # pHYs: whole pixels per metre
+    assert torch.allclose(read_patch_png(tmp_path / "wide.png", 32)["patch"], patch, atol=1e-6)
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data): a decompression bomb's opening."""
+    import struct
+    import zlib
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
 def test_a_file_that_is_not_a_patch_png_is_refused(tmp_path):
     (tmp_path / "text.png").write_text("not an image")
     Image.new("RGB", (40, 20)).save(tmp_path / "wide.png")
     Image.new("RGB", (32, 32)).save(tmp_path / "patch.jpg", format="JPEG")
+    Image.new("RGB", (1, 1)).save(tmp_path / "one.png")
+    Image.new("RGBA", (32, 32), (10, 20, 30, 0)).save(tmp_path / "clear.png")
+    Image.fromarray(np.full((32, 32), 60000, np.uint16)).save(tmp_path / "deep.png")  # 16-bit grey: not all white
+    _png_header_only(tmp_path / "huge.png", 9000, 9000)  # refused from its header, never decoded
+    _png_header_only(tmp_path / "bomb.png", 60000, 60000)  # PIL's own decompression-bomb guard
     for name, expected in (("text.png", "not a readable image"), ("wide.png", "40x20"),
-                           ("missing.png", "no such file"), ("patch.jpg", "not a patch PNG")):
-        with pytest.raises(RobustsegError, match=expected):
+                           ("missing.png", "no such file"), ("patch.jpg", "not a patch PNG"),
+                           ("one.png", "1x1"), ("clear.png", "transparent"), ("deep.png", "8-bit RGB"),
+                           ("huge.png", "9000x9000"), ("bomb.png", "not a readable image")):
+        with pytest.raises(RobustsegError, match=expected) as e:
             read_patch_png(tmp_path / name, 32)
+        assert len(str(e.value).splitlines()) == 1
+    Image.new("RGBA", (32, 32), (10, 20, 30, 255)).save(tmp_path / "opaque.png")  # an editor's opaque RGBA is fine
+    assert torch.allclose(read_patch_png(tmp_path / "opaque.png", 32)["patch"][:, 0, 0],
+                          torch.tensor([10, 20, 30]) / 255)
 
 
 # ------------------------------------------------------------------------------ on the shipped model, end to end
