@@ -148,6 +148,24 @@ def test_physical_patch_run_killed_in_training_and_mid_pass_resumes_to_identical
     assert len(json.loads((res.out / "run.json").read_text())["resumed"]) == 2
 
 
+def test_physical_resume_refuses_a_colours_csv_edited_since_the_kill(data, tmp_path, monkeypatch):
+    import robustseg.kinds.patch as patch_kind
+    from robustseg.errors import RobustsegError
+    chart = tmp_path / "chart.csv"
+    chart.write_text("r,g,b\n20,20,20\n230,230,230\n")
+    suite, kw = parse_patch_suite(PHYSICAL, "t"), dict(batch_size=2, seed=5, progress=False, colours=str(chart))
+
+    def dies(model, images):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(patch_kind, "predict", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run_patches(load_trained_model(), suite, *data, out=tmp_path / "run", **kw)
+    monkeypatch.undo()
+    chart.write_text("r,g,b\n20,20,20\n230,30,30\n")  # the same path, other colours
+    with pytest.raises(RobustsegError, match="--resume: .* different patch"):
+        run_patches(load_trained_model(), suite, *data, out=tmp_path / "run", resume=True, **kw)
+
+
 def test_oom_halving_and_workers_are_the_engines_for_every_kind(data, tmp_path, monkeypatch, capsys):
     lm = load_trained_model()
     ref = run_probes(lm, *data, probes="silhouette", out=tmp_path / "ref", batch_size=4, progress=False)

@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _helpers import load_trained_model, metric
+from _helpers import PATCH_N_TRAIN, metric
 from PIL import Image
 
 from robustseg import run_patches
 from robustseg.cli import main
 from robustseg.data.coco import CocoDataset
-from robustseg.data.synth import generate
 from robustseg.errors import RobustsegError
 from robustseg.patches import load_patch_suite, parse_patch_suite
 from robustseg.patches.files import export_print_png, printed_width_cm, read_patch_png
@@ -28,8 +27,7 @@ from robustseg.patches.printability import (DEFAULT_COLOURS, load_colours, non_p
 from robustseg.patches.sticker import physical_scene
 from robustseg.patches.universal import train_universal
 
-TRAIN_SEED, EVAL_SEED = 31, 41
-N_TRAIN, N_EVAL = 32, 32
+N_TRAIN = PATCH_N_TRAIN
 PRINT_WIDTH_CM = 10.0
 
 
@@ -38,19 +36,6 @@ def physical_cfg(**physical) -> dict:
     cfg["baselines"] = ["random"]
     cfg["physical"].update(physical)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return load_trained_model()
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("physical_data")
-    train = generate(root / "train", N_TRAIN, seed=TRAIN_SEED)
-    held = generate(root / "eval", N_EVAL, seed=EVAL_SEED)
-    return (train, root / "train" / "images"), (held, root / "eval" / "images")
 
 
 # ------------------------------------------------------------------------------------------- printability
@@ -317,7 +302,7 @@ def test_printable_eot_sticker_beats_a_random_one_under_the_test_time_eot(physic
     drop = {p: clean - metric(df, p) for p in ("patch-physical", "patch-physical-print", "patch-physical-random")}
     assert drop["patch-physical-print"] >= drop["patch-physical-random"] + MARGIN, drop
     rows = df[df.attack == "patch-physical-print"]
-    assert set(rows.kind) == {"patch"} and set(rows.eot) == {"all", "none", "perspective"}
+    assert set(rows.kind) == {"patch"} and set(rows.view) == {"all", "none", "perspective"}
     assert rows.eps.isna().all() and (rows.patch_area > 0).all() and (rows.patch_area <= 0.3 ** 2 * 1.2).all()
     pc = pd.read_csv(out / "patches.csv").set_index("point")
     assert pc.loc["patch-physical-print", "nps"] < 0.005 < pc.loc["patch-physical", "nps"]
@@ -330,17 +315,42 @@ def test_printable_eot_sticker_beats_a_random_one_under_the_test_time_eot(physic
     assert info["patch"]["suite"]["physical"]["print_width_cm"] == PRINT_WIDTH_CM
 
 
-def test_sticker_trained_without_perspective_loses_more_of_its_effect_under_it(physical_run, flat_run):
+def test_metrics_naming_the_viewing_condition_eot_still_read(physical_run, tmp_path):
+    """The viewing-condition column was called ``eot`` (like the unrelated --eot N option) before ``view``; a run
+    written then reads as a new one, and no metrics.csv carries the old name now."""
+    from robustseg.report.rundata import load_run
+    from robustseg.results import METRIC_COLUMNS, read_metrics
+    out, _ = physical_run
+    new = pd.read_csv(out / "metrics.csv")
+    assert "view" in new.columns and "eot" not in new.columns
+    assert "view" in pd.read_csv(out / "patches.csv").columns
+    old = tmp_path / "old"
+    old.mkdir()
+    header, rest = (out / "metrics.csv").read_text().split("\n", 1)
+    assert header.split(",").count("view") == 1
+    (old / "metrics.csv").write_text(",".join("eot" if c == "view" else c for c in header.split(",")) + "\n" + rest)
+    (old / "run.json").write_text((out / "run.json").read_text())
+    df = read_metrics(old)
+    assert list(df.columns) == METRIC_COLUMNS
+    pd.testing.assert_frame_equal(df, read_metrics(out))
+    assert load_run(old).metrics.shape[0] == len(df)
+
+
+def test_perspective_costs_the_sticker_whether_or_not_it_was_trained_with_it(physical_run, flat_run):
     """How much AP the sticker's effect loses when the sticker is tilted (AP under perspective alone minus AP
-    with no viewing condition at the same sites), for the float patch and its print together: more for the one
-    that never saw a tilt in training. Measured: 0.057 against 0.034 (seed 1, tilt 75); at tilt 60, 0.036 against
-    0.023 (seed 1) and 0.063 against 0.041 (seed 2). Small gaps, within the images' bootstrap spread: the
-    direction held in every pair measured, the size is not established (docs/patches.md)."""
+    with no viewing condition at the same sites), float patch and print together. Perspective costs both the
+    sticker trained with it and its twin trained without it (0.107 and 0.093 here, seed 1, 32 images).
+
+    Which of the two loses more is *not* asserted: one pair cannot tell. Over 12 seeds on 64 images
+    (benchmarks/physical_perspective.py, docs/patches.md "Perspective in training") the one trained without it
+    loses more on average, by a paired gap whose interval excludes zero, but in a few seeds it loses less, and this
+    very pair (seed 1, 32 images) went the other way once off-object sites kept clear of the tilted sticker's
+    true reach: a per-seed assertion of the direction would be a coin that mostly lands one way."""
     def lost(df):
         return sum(metric(df, f"{v}.perspective") - metric(df, f"{v}.none")
                    for v in ("patch-physical", "patch-physical-print"))
     with_tilt, without = lost(physical_run[1]), lost(flat_run[1])
-    assert without > with_tilt, (without, with_tilt)
+    assert with_tilt > 0.03 and without > 0.03, (with_tilt, without)
 
 
 def test_an_exported_patch_applies_to_another_dataset_and_bad_input_is_one_line(physical_run, synth_data, tmp_path,
