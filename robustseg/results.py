@@ -23,11 +23,12 @@ from .fileio import atomic_write, read_json, write_json
 
 # one schema for every kind: kind says which part wrote the row (clean, attack, patch, probe, gradnorm,
 # corruption, ...); what is not an eps has its own column (a patch's area, a probe's name, a corruption, the
-# viewing condition a physical patch was judged under: eot = all, none, perspective, blur, ...)
+# viewing condition a physical patch was judged under: view = all, none, perspective, blur, ...; named eot
+# in earlier runs, when it read like the unrelated --eot N gradient averaging: such files are read with it renamed)
 IDENTITY_COLUMNS = ["kind", "attack", "norm", "eps", "eps_label", "steps", "seed", "point", "source", "patch_area",
-                    "probe", "corruption", "severity", "eot"]
+                    "probe", "corruption", "severity", "view"]
 # added after 0.3: absent from older runs' metrics.csv, read as empty (NaN); seed is then 0 for attack rows
-LATER_COLUMNS = ("eot", "source", "seed")
+LATER_COLUMNS = ("view", "source", "seed")
 # ci_lo/ci_hi: 95% bootstrap interval of value over images; drop_ci_lo/hi: of drop_abs, paired with clean
 METRIC_COLUMNS = IDENTITY_COLUMNS + ["iou_type", "metric", "value", "ci_lo", "ci_hi", "clean_value", "drop_abs",
                                      "drop_ci_lo", "drop_ci_hi", "drop_rel"]
@@ -75,12 +76,15 @@ def read_metrics(out: Path) -> pd.DataFrame:
     path = Path(out) / "metrics.csv"
     try:
         df = pd.read_csv(path, dtype={"point": str, "attack": str, "eps_label": str, "kind": str, "probe": str,
-                                      "corruption": str, "source": str, "eot": str})
+                                      "corruption": str, "source": str, "eot": str,
+                                      "view": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise RobustsegError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     for c in INTERVAL_COLUMNS:  # written before the bootstrap intervals (0.3): no intervals, the rest is sound
         if c not in df.columns:
             df[c] = float("nan")
+    if "eot" in df.columns and "view" not in df.columns:  # the physical viewing condition's old name
+        df = df.rename(columns={"eot": "view"})
     for c in LATER_COLUMNS:
         if c not in df.columns:
             df[c] = float("nan")

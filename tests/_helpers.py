@@ -19,6 +19,9 @@ ENV_MODEL = "ROBUSTSEG_TEST_MODEL"
 # dataset seeds of these tests: never 0 (the shipped model's training split) nor 12345 (the default eval split)
 RUN_DATA_SEED = 7
 ATTACK_DATA_SEED = 21
+# the patch tests' split (conftest.py ``splits``): train on one synthetic split, judge on another
+PATCH_TRAIN_SEED, PATCH_EVAL_SEED = 31, 41
+PATCH_N_TRAIN, PATCH_N_EVAL = 32, 32
 
 
 def trained_model_path() -> Path:

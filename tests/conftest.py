@@ -13,6 +13,8 @@ import torch
 from robustseg.data.synth import CATEGORIES, generate
 from robustseg.models import build_model, save_checkpoint
 
+from _helpers import PATCH_EVAL_SEED, PATCH_N_EVAL, PATCH_N_TRAIN, PATCH_TRAIN_SEED, load_trained_model
+
 torch.set_num_threads(1)
 
 
@@ -51,3 +53,19 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(1)
     return build_model("tiny", 4)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    """The trained model (``_helpers.load_trained_model``), loaded afresh for each module that asks for it."""
+    return load_trained_model()
+
+
+@pytest.fixture(scope="session")
+def splits(tmp_path_factory):
+    """((train annotations, images), (held-out annotations, images)) of the patch tests (test_patches.py,
+    test_physical_patches.py): 32 images of a seed-31 split and 32 of a seed-41 split. Treat as read-only."""
+    root = tmp_path_factory.mktemp("patch_splits")
+    train = generate(root / "train", PATCH_N_TRAIN, seed=PATCH_TRAIN_SEED)
+    held = generate(root / "eval", PATCH_N_EVAL, seed=PATCH_EVAL_SEED)
+    return (train, root / "train" / "images"), (held, root / "eval" / "images")

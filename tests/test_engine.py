@@ -30,6 +30,13 @@ PATCH = {"kinds": ["universal", "per-image"], "baselines": ["grey"], "universal"
 PATCH_TOML = ('kinds = ["universal", "per-image"]\nbaselines = ["grey"]\n[universal]\nsteps = 2\ntrain_images = 2\n'
               '[per-image]\nsteps = 1\n')
 
+# the physical sticker (kinds/patch_physical.py): trained before the pass, judged under all conditions and one alone
+PHYSICAL = {"kinds": ["physical"], "baselines": ["grey"],
+            "physical": {"steps": 4, "train_images": 2, "batch_size": 1, "resolution": 8, "save_every": 2,
+                         "components": ["perspective"]}}
+PHYSICAL_TOML = ('kinds = ["physical"]\nbaselines = ["grey"]\n[physical]\nsteps = 4\ntrain_images = 2\n'
+                 'batch_size = 1\nresolution = 8\nsave_every = 2\ncomponents = ["perspective"]\n')
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -41,6 +48,7 @@ def data(tmp_path_factory):
 def patch_suite_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("patchsuite") / "mini-patch.toml"
     p.write_text(PATCH_TOML)
+    (p.parent / "mini-physical.toml").write_text(PHYSICAL_TOML)
     return p
 
 
@@ -57,9 +65,11 @@ def _torchrun(args: list[str], port: int) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,extra,port", [("probe", ["--probes", PROBES], 29541), ("patch", None, 29542),
-                                             ("corrupt", ["--corruptions", CORRUPT, "--severities", "2,5"], 29543)])
+                                             ("corrupt", ["--corruptions", CORRUPT, "--severities", "2,5"], 29543),
+                                             ("patch", "physical", 29544)])
 def test_torchrun_two_processes_give_the_metrics_of_one(kind, extra, port, data, patch_suite_file, tmp_path):
-    extra = extra or ["--suite", str(patch_suite_file)]
+    if extra in (None, "physical"):
+        extra = ["--suite", str(patch_suite_file if extra is None else patch_suite_file.parent / "mini-physical.toml")]
     assert main(_cli(kind, data, tmp_path / "one", *extra)) == 0
     r = _torchrun(_cli(kind, data, tmp_path / "two", *extra), port)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -93,6 +103,67 @@ def test_patch_run_killed_mid_pass_resumes_to_identical_results(data, tmp_path, 
     assert torch.equal(torch.load(res.out / "patches" / "universal.pt", weights_only=True)["patch"],
                        torch.load(ref.out / "patches" / "universal.pt", weights_only=True)["patch"])
     assert len(json.loads((res.out / "run.json").read_text())["resumed"]) == 1
+
+
+def test_physical_patch_run_killed_in_training_and_mid_pass_resumes_to_identical_results(data, tmp_path,
+                                                                                          monkeypatch):
+    import robustseg.kinds.patch as patch_kind
+    import robustseg.kinds.patch_physical as physical_kind
+    lm, suite = load_trained_model(), parse_patch_suite(PHYSICAL, "t")
+    kw = dict(batch_size=2, seed=5, progress=False)
+    ref = run_patches(lm, suite, *data, out=tmp_path / "ref", **kw)
+    real_scene, steps = physical_kind.physical_scene, []
+
+    def scene_dying_at_step_3(cfg, eot):  # the state is saved every 2 steps: steps 1-2 are kept, 3 is redone
+        scene = real_scene(cfg, eot)
+
+        def step(*args):
+            steps.append(1)
+            if len(steps) == 3:
+                raise KeyboardInterrupt
+            return scene(*args)
+        return step
+    monkeypatch.setattr(physical_kind, "physical_scene", scene_dying_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_patches(lm, suite, *data, out=tmp_path / "run", **kw)
+    monkeypatch.setattr(physical_kind, "physical_scene", real_scene)
+    assert torch.load(tmp_path / "run" / "work" / "physical.state.pt", weights_only=True)["step"] == 2
+    real, calls = patch_kind.predict, []
+
+    def dies_in_the_second_batch(model, images):  # 6 predictions per batch: 3 stickers x (all, perspective)
+        calls.append(1)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return real(model, images)
+    monkeypatch.setattr(patch_kind, "predict", dies_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_patches(lm, suite, *data, out=tmp_path / "run", resume=True, **kw)
+    monkeypatch.setattr(patch_kind, "predict", real)
+    done = (tmp_path / "run" / "work" / "images" / "rank0" / "done.jsonl").read_text().splitlines()
+    assert len(done) == 2  # the first batch was committed, the second is redone
+    res = run_patches(lm, suite, *data, out=tmp_path / "run", resume=True, **kw)
+    for f in ("metrics.csv", "patches.csv", "physical_training.csv", "predictions/patch-physical-print.json",
+              "patches/physical-print.png"):
+        assert (res.out / f).read_bytes() == (ref.out / f).read_bytes(), f
+    assert len(json.loads((res.out / "run.json").read_text())["resumed"]) == 2
+
+
+def test_physical_resume_refuses_a_colours_csv_edited_since_the_kill(data, tmp_path, monkeypatch):
+    import robustseg.kinds.patch as patch_kind
+    from robustseg.errors import RobustsegError
+    chart = tmp_path / "chart.csv"
+    chart.write_text("r,g,b\n20,20,20\n230,230,230\n")
+    suite, kw = parse_patch_suite(PHYSICAL, "t"), dict(batch_size=2, seed=5, progress=False, colours=str(chart))
+
+    def dies(model, images):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(patch_kind, "predict", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run_patches(load_trained_model(), suite, *data, out=tmp_path / "run", **kw)
+    monkeypatch.undo()
+    chart.write_text("r,g,b\n20,20,20\n230,30,30\n")  # the same path, other colours
+    with pytest.raises(RobustsegError, match="--resume: .* different patch"):
+        run_patches(load_trained_model(), suite, *data, out=tmp_path / "run", resume=True, **kw)
 
 
 def test_oom_halving_and_workers_are_the_engines_for_every_kind(data, tmp_path, monkeypatch, capsys):

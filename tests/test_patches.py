@@ -15,11 +15,10 @@ import math
 import pandas as pd
 import pytest
 import torch
-from _helpers import load_trained_model, metric
+from _helpers import PATCH_N_TRAIN, metric
 
 from robustseg.cli import main
 from robustseg.data.coco import CocoDataset
-from robustseg.data.synth import generate
 from robustseg.errors import SuiteError
 from robustseg.models import load_model
 from robustseg import run_patches
@@ -27,27 +26,13 @@ from robustseg.patches import EOT, Placement, load_patch_suite, parse_patch_suit
 from robustseg.patches.apply import coverage, sample_placement, side_pixels
 from robustseg.patches.universal import train_universal
 
-TRAIN_SEED, EVAL_SEED = 31, 41
-N_TRAIN, N_EVAL = 32, 32
+N_TRAIN = PATCH_N_TRAIN
 MARGIN = 0.05  # adversarial bbox-AP drop must exceed every baseline's drop by this much
 # avoid-objects: the baselines then hide no object, so what the patch does is what its pixels do. On the shipped
 # model the margin was 0.061-0.081 over seeds 1, 3, 5, 6 (adversarial bbox AP ~0.73, random ~0.80, grey ~0.89).
 UNIVERSAL = {"kinds": ["universal"], "baselines": ["random", "grey"],
              "universal": {"side": 0.3, "steps": 60, "batch_size": 2, "lr": 0.1, "train_images": N_TRAIN,
                            "policy": "avoid-objects"}}
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return load_trained_model()
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("patch_data")
-    train = generate(root / "train", N_TRAIN, seed=TRAIN_SEED)
-    held = generate(root / "eval", N_EVAL, seed=EVAL_SEED)
-    return (train, root / "train" / "images"), (held, root / "eval" / "images")
 
 
 @pytest.fixture(scope="module")

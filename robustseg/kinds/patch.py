@@ -93,7 +93,8 @@ class Patches(Kind):
         train = self.train_set(ctx)
         return {"suite": {k: v for k, v in self.suite.as_dict().items() if k not in ("source", "name", "description")},
                 "train_sha256": sha256_file(train.ann_file) if train is not None else None,
-                "applied_sha256": self.applied["sha256"] if self.applied else None}
+                "applied_sha256": self.applied["sha256"] if self.applied else None,
+                **({"physical": self.physical.fingerprint()} if self.physical else {})}
 
     def describe(self, ctx) -> dict:
         train = self.train_set(ctx)

@@ -17,7 +17,7 @@ from ..patches.universal import init_patch
 from ..results import write_csv
 
 EXAMPLES = 4  # images shown in patches/examples.png
-PATCHES_COLUMNS = ["point", "attack", "kind", "variant", "eot", "objective", "steps", "side", "side_of",
+PATCHES_COLUMNS = ["point", "attack", "kind", "variant", "view", "objective", "steps", "side", "side_of",
                    "area_fraction", "area_fraction_max", "policy", "policy_held", "images", "objective_start",
                    "objective_end", "nps", "tv", "bbox_AP", "bbox_drop", "segm_AP", "segm_drop"]
 

@@ -1,10 +1,11 @@
 """The physical patch, part of the patch kind (docs/patches.md "Physical patches"): trained once before the pass
 under the physical EOT with NPS and TV penalties (or taken from ``--apply PATCH.png``), exported as print-ready
 PNGs, then judged per batch, with its print-quantised version and the baselines at identical sites and
-conditions, under all viewing conditions together and under each alone (metrics.csv column ``eot``).
+conditions, under all viewing conditions together and under each alone (metrics.csv column ``view``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,11 +43,16 @@ class PhysicalPatch:
 
     def points(self, kind: str) -> list[Point]:
         return [Point(self.key(v, c), kind, {"attack": self.key(v, "all"), "norm": "none", "eps_label": "",
-                                             "steps": self.steps, "eot": c})
+                                             "steps": self.steps, "view": c})
                 for c in self.components for v in self.variants]
 
     def cost_per_image(self) -> float:
         return float(len(self.components) * len(self.variants))
+
+    def fingerprint(self) -> dict:
+        """The printable colours' values, not just the CSV's path: a chart edited between a kill and --resume
+        would otherwise train the rest of the patch, and quantise it, against other colours."""
+        return {"colours_sha256": hashlib.sha256(self.colours.numpy().tobytes()).hexdigest()}
 
     def penalty(self, patch: torch.Tensor) -> torch.Tensor:
         return self.cfg["nps_weight"] * non_printability(patch, self.colours) + \
@@ -129,7 +135,7 @@ class PhysicalPatch:
                 areas = [r["area"] for r in per_image if r["point"] == name]
                 held = [r["held"] for r in per_image if r["point"] == name]
                 rows.append({"point": name, "attack": self.key(v, "all"), "kind": "physical",
-                             "variant": v or "adversarial", "eot": comp,
+                             "variant": v or "adversarial", "view": comp,
                              "objective": self.suite["objective"] if v in ("", "print") else "", "steps": self.steps,
                              "side": self.cfg["cover"] if self.cfg["placement"] == "on-object" else self.cfg["side"],
                              "side_of": "object" if self.cfg["placement"] == "on-object" else "image",

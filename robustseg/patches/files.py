@@ -49,16 +49,19 @@ def save_pt(path: Path, obj) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), mode="wb")
 
 
-PRINT_DPI = 300  # at least this many printed dots per inch: the exported PNG is the patch enlarged to it
+PRINT_DPI = 300  # at least this many printed dots per inch (up to MAX_PNG_SIDE): the patch enlarged to it
+MAX_PNG_SIDE = 8192  # pixels: an exported PNG is at most this wide (69 cm at 300 DPI; wider prints get fewer DPI)
+PNG_MODES = ("RGB", "L", "P", "1", "RGBA", "LA", "PA")  # 8-bit colour, grey or palette (alpha must be opaque)
 
 
 def export_print_png(path: Path, patch: torch.Tensor, width_cm: float) -> dict:
     """The patch as a PNG that prints ``width_cm`` wide: enlarged nearest-neighbour by a whole factor to at least
-    PRINT_DPI (every patch pixel stays one flat square of colour), its DPI in the pHYs chunk. Returns its size."""
+    PRINT_DPI (every patch pixel stays one flat square of colour), at most MAX_PNG_SIDE pixels wide (a 10 m print
+    is not a 1.2-million-pixel PNG), its DPI in the pHYs chunk. Returns its size."""
     if not width_cm > 0:
         raise RobustsegError(f"print width must be a positive number of centimetres, not {width_cm!r}")
     res = patch.shape[-1]
-    factor = math.ceil(PRINT_DPI * width_cm / 2.54 / res)
+    factor = max(1, min(math.ceil(PRINT_DPI * width_cm / 2.54 / res), MAX_PNG_SIDE // res))
     dpi = factor * res / (width_cm / 2.54)
     save_png(path, patch, scale=factor, dpi=dpi)
     return {"path": str(path), "pixels": factor * res, "dpi": dpi, "width_cm": width_cm}
@@ -72,24 +75,29 @@ def printed_width_cm(path: Path) -> float | None:
 
 
 def read_patch_png(path: str | Path, resolution: int) -> dict:
-    """An exported (or any square RGB) patch PNG as {"patch": (3,r,r)}: reduced to ``resolution`` pixels per side
-    by area averaging when larger (an exported patch comes back to its very pixels), with its printed width."""
+    """An exported (or any square 8-bit RGB) patch PNG as {"patch": (3,r,r)}: reduced to ``resolution`` pixels per
+    side by area averaging when larger (an exported patch comes back to its very pixels), with its printed width.
+    Refused, in one line: not a PNG, not square, under 2 or over MAX_PNG_SIDE pixels a side (checked from the
+    header, before decoding), 16-bit or other modes, or transparent pixels (a sticker has none)."""
     p = Path(path)
     if not p.is_file():
         raise RobustsegError(f"--apply {p}: no such file")
     try:
         with Image.open(p) as im:
-            im.load()
-            fmt, size = im.format, im.size
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+            fmt, size, mode = im.format, im.size, im.mode
+            if fmt != "PNG" or size[0] != size[1] or not 2 <= size[0] <= MAX_PNG_SIDE:
+                raise RobustsegError(f"--apply {p}: not a patch PNG (a square RGB PNG of 2 to {MAX_PNG_SIDE} px "
+                                     f"is expected, this is a {size[0]}x{size[1]} {fmt})")
+            if mode not in PNG_MODES:
+                raise RobustsegError(f"--apply {p}: a {mode} PNG; an 8-bit RGB (or grey or palette) PNG is expected")
+            rgba = im.convert("RGBA")
+            if rgba.getextrema()[3][0] < 255:
+                raise RobustsegError(f"--apply {p}: has transparent pixels; a printed sticker has none")
+            rgb = rgba.convert("RGB")
+            if size[0] > resolution:  # area averaging (BOX), in 8 bits as printed: an exported patch exactly
+                rgb = rgb.resize((resolution, resolution), Image.BOX)
+            patch = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise RobustsegError(f"--apply {p}: not a readable image ({type(e).__name__})") from None
-    if fmt != "PNG" or size[0] != size[1] or size[0] < 2:
-        raise RobustsegError(f"--apply {p}: not a patch PNG (a square RGB PNG of at least 2 px is expected, this "
-                             f"is a {size[0]}x{size[1]} {fmt})")
-    patch = torch.from_numpy(rgb).permute(2, 0, 1)
-    if size[0] > resolution:
-        patch = torch.nn.functional.interpolate(patch[None], size=(resolution, resolution), mode="area")[0]
-        patch = (patch * 255).round() / 255  # 8 bits, as printed (and an exported patch's own values exactly)
     return {"patch": patch.clamp(0, 1), "kind": "physical", "print_width_cm": printed_width_cm(p),
             "path": str(p.resolve()), "sha256": sha256_file(p)}

@@ -109,6 +109,15 @@ def corners(c: Conditions) -> torch.Tensor:
                         c.cy[:, None] + half * (x * a.sin() + y * a.cos())], -1)
 
 
+def reach(tilt: float) -> float:
+    """The farthest any corner of the sticker lands from its centre, in half-sides, over every tilt in [0, tilt]
+    degrees about every axis (rotation keeps distances; scale only shrinks): more than the half-diagonal sqrt(2),
+    since the pinhole enlarges the near side. A corner at (along, across) of the axis, along**2 + across**2 = 2,
+    lands at distance D*sqrt(2 - s**2)/(D + s) with s = across*sin(tilt); that grows as s falls to -2/D."""
+    s = -min(2 / CAMERA_DISTANCE, math.sqrt(2) * math.sin(math.radians(tilt)))
+    return CAMERA_DISTANCE * math.sqrt(2 - s * s) / (CAMERA_DISTANCE + s)
+
+
 def area_fractions(c: Conditions, h: int, w: int) -> torch.Tensor:
     """(B,) realised sticker area over image area (shoelace formula of the projected corners)."""
     q = corners(c)

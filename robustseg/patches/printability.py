@@ -18,6 +18,7 @@ from ..errors import RobustsegError
 # back; a colour chart printed and photographed on the user's own printer is better (``colours = "chart.csv"``).
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
 DEFAULT_COLOURS = torch.tensor(list(itertools.product(DEFAULT_LEVELS, repeat=3)), dtype=torch.float32)
+MAX_COLOURS = 1024  # NPS holds a (colours, r, r) distance table; a chart has tens to hundreds
 
 
 def load_colours(source: str | Path | None) -> torch.Tensor:
@@ -30,16 +31,21 @@ def load_colours(source: str | Path | None) -> torch.Tensor:
         raise RobustsegError(f"printable colours {path}: no such file")
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: a spreadsheet's byte-order mark would otherwise make the first colour a "header", dropped
+        with open(path, newline="", encoding="utf-8-sig") as f:
             for n, row in enumerate(csv.reader(f), 1):
                 cells = [c.strip() for c in row if c.strip()]
                 if not cells or (n == 1 and not _numeric(cells[0])):
                     continue  # a blank line, or the header
                 rows.append(_rgb(path, n, cells))
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, csv.Error):
         raise RobustsegError(f"printable colours {path}: not a text CSV file") from None
+    except OSError as e:
+        raise RobustsegError(f"printable colours {path}: cannot be read ({e.strerror or type(e).__name__})") from None
     if not rows:
         raise RobustsegError(f"printable colours {path}: no r,g,b rows")
+    if len(rows) > MAX_COLOURS:
+        raise RobustsegError(f"printable colours {path}: {len(rows)} colours, at most {MAX_COLOURS}")
     return torch.tensor(rows, dtype=torch.float32) / 255
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from .apply import FIXED, sample_placement, side_pixels
-from .physical import Conditions, PhysicalEOT, draw, render, stack
+from .physical import Conditions, PhysicalEOT, draw, reach, render, stack
 
 PLACEMENTS = ("on-object", "off-object", "anywhere")
 
@@ -29,8 +29,8 @@ def on_object(g: torch.Generator, h: int, w: int, box: list[float], cover: float
     return min(max(cx, r), w - r), min(max(cy, r), h - r), side
 
 
-def site(g: torch.Generator, h: int, w: int, boxes: torch.Tensor, cfg: dict) -> tuple[tuple[float, float, float],
-                                                                                       bool]:
+def site(g: torch.Generator, h: int, w: int, boxes: torch.Tensor, cfg: dict, eot: PhysicalEOT
+         ) -> tuple[tuple[float, float, float], bool]:
     """((cx, cy, side), held) under ``cfg["placement"]`` (the suite's [physical] table); ``held`` is False when
     the rule could not be met (no object to stick on, or no clear background)."""
     boxes = boxes.detach().float().cpu().reshape(-1, 4)
@@ -38,9 +38,10 @@ def site(g: torch.Generator, h: int, w: int, boxes: torch.Tensor, cfg: dict) -> 
         box = boxes[int(torch.randint(len(boxes), (), generator=g))].tolist()
         return on_object(g, h, w, box, cfg["cover"]), True
     side = side_pixels(h, w, cfg["side"])
-    # the circle around the sticker (whatever its turn) is what must clear the objects and stay in the image
+    # the circle around the sticker whatever its turn and tilt (the tilt's near side is larger than the
+    # half-diagonal) is what must clear the objects and stay in the image
     policy = "avoid-objects" if cfg["placement"] == "off-object" else "anywhere"
-    pl = sample_placement(g, h, w, side * math.sqrt(2), boxes, policy, FIXED)
+    pl = sample_placement(g, h, w, side * reach(eot.tilt), boxes, policy, FIXED)
     return (pl.cx, pl.cy, side), pl.ok and (cfg["placement"] != "on-object")
 
 
@@ -49,7 +50,7 @@ def conditions(gens: list[torch.Generator], images: list[torch.Tensor], targets:
     """Each image's site and viewing conditions, drawn from its own generator; and whether its site rule held."""
     draws, held = [], []
     for g, img, tgt in zip(gens, images, targets):
-        where, ok = site(g, *img.shape[1:], tgt["boxes"], cfg)
+        where, ok = site(g, *img.shape[1:], tgt["boxes"], cfg, eot)
         draws.append(draw(g, where, img.shape[1:], eot))
         held.append(ok)
     return stack(draws, images[0].device), held
