@@ -182,3 +182,21 @@ def test_attack_raises_the_loss(lm, batch):
         torch.manual_seed(0)
         attacked = float(objective(lm.model, adv, targets)[0])
     assert attacked > clean
+
+
+def test_pgd_walk_is_the_attack_step_by_step(lm, batch):
+    """PGD.iterates (the masking probe stops it early) is the walk run() takes: its start, one entry per step, and
+    the last is the attack's output to the bit."""
+    from robustseg.models.modes import attack_mode
+    images, targets = batch
+    pgd, eps = PGD(steps=3), 4 / 255
+    torch.manual_seed(0)
+    ref = pgd(lm.model, images, targets, [eps], generator=torch.Generator().manual_seed(1))[0]
+    torch.manual_seed(0)
+    with attack_mode(lm.model):
+        walk = [[a.detach() for a in step] for step in
+                pgd.iterates(lm.model, images, targets, eps, DetectorLoss(), torch.Generator().manual_seed(1))]
+    assert len(walk) == 4
+    assert all(torch.equal(a, b) for a, b in zip(walk[-1], ref))
+    assert not any(torch.equal(a, b) for a, b in zip(walk[1], walk[-1]))  # each step moves
+    assert all(float((a - x).abs().max()) <= eps + 1e-6 for step in walk for a, x in zip(step, images))

@@ -107,6 +107,8 @@ def _checks(lm, data, out) -> tuple[str, dict[str, list[dict]]]:
     by_name: dict[str, list[dict]] = {}
     for c in report["checks"]:
         by_name.setdefault(c["check"], []).append(c)
+    for c in by_name.get("moderate_eps", []):  # the probe stops early only on a pass; a warn took every step
+        assert c["steps_taken"] == c["steps"] or c["verdict"] == "pass", c
     return report["verdict"], by_name
 
 
@@ -116,6 +118,8 @@ def test_the_shipped_model_passes_every_check(data, tmp_path):
     assert verdict == "pass" and not failing, failing
     assert {"beats_random", "pgd_vs_fgsm", "black_box", "loss_increased", "gradients",
             "moderate_eps", "deterministic", "gradient_fidelity", "saturated_scores"} <= set(checks)
+    probe = checks["moderate_eps"][0]  # it had its answer before the last step, and stopped there
+    assert probe["steps_taken"] < probe["steps"] and "stopped after" in probe["detail"], probe
 
 
 @pytest.mark.parametrize("mask, caught_by", [

@@ -129,9 +129,9 @@ class AttackSweep(Kind):
                   "evaluations; --checks full measures them)")
         if p["images"]:
             tqdm.write(f"checks ({self.checks}): {losses}; after the attacks, the masking probe: PGD-{p['steps']} at "
-                       f"{p['eps']}, a determinism repeat and a finite-difference gradient check, on {p['images']} "
-                       f"image(s) = {p['gradient_evaluations']} gradient evaluations and {p['predictions']} "
-                       "predictions", file=sys.stderr)
+                       f"{p['eps']} (it stops once AP is far below the noise's), a determinism repeat and a "
+                       f"finite-difference gradient check, on {p['images']} image(s) = at most "
+                       f"{p['gradient_evaluations']} gradient evaluations and {p['predictions']} predictions", file=sys.stderr)
         else:
             tqdm.write(f"checks ({self.checks}): {losses}; masking probe skipped ({p['skipped']})", file=sys.stderr)
 

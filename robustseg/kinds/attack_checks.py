@@ -68,7 +68,8 @@ def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int
                                f"own {attack_gradients}; --checks full runs it")
     return {"images": n, "steps": steps, "eps": "the largest of " + ", ".join(
         f"{e * 255:.0f}/255" for e in sanity.PROBE["ladder"]) + f" where noise keeps {sanity.NOISE_KEEPS:.0%} of "
-        "clean AP", "gradient_evaluations": n * per_image, "predictions": n * (len(sanity.PROBE["ladder"]) + 1),
+        "clean AP", "gradient_evaluations": n * per_image,  # at most: the walk stops once it passes (masking_probe)
+        "predictions": n * (len(sanity.PROBE["ladder"]) + 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)),
         "skipped": reason, "asked": mode == "off" or sanity_images is not None}  # asked: skipped on request
 
 
@@ -109,16 +110,38 @@ class _ProbeImages:
         m = evaluate(self.ctx.ds.coco, results, self.ids, ("bbox",), False, resamples=self.rows)
         return m["bbox"]["AP"], None if self.rows is None else m["boots"]["bbox"]["AP"]
 
-    def attacked(self, attack, eps: float, tag: str) -> tuple[float, np.ndarray | None]:
-        lm, results = self.ctx.lm, []
-        self.bar(0, f"{tag} {eps * 255:.0f}/255")  # what runs now
-        for sub, imgs, tgts in self.chunks():
-            s = derived_seed(self.ctx.seed, tag, eps, sub[0])
-            torch.manual_seed(s)
-            adv = attack(lm.model, imgs, tgts, [eps], make_objective("gt"), torch.Generator().manual_seed(s))[0]
-            results += [r for o, iid in zip(predict(lm.model, adv), sub) for r in to_coco_results(o, iid, lm.category_ids)]
-            self.bar(len(sub) * (1 + GRADIENT_COST * getattr(attack, "steps", 0)))
+    def predicted(self, chunks: list[list[torch.Tensor]]) -> tuple[float, np.ndarray | None]:
+        lm = self.ctx.lm
+        results = [r for (sub, _, _), adv in zip(self.chunks(), chunks)
+                   for o, iid in zip(predict(lm.model, adv), sub) for r in to_coco_results(o, iid, lm.category_ids)]
+        self.bar(len(self.ids))
         return self.scored(results)
+
+    def noised(self, eps: float) -> tuple[float, np.ndarray | None]:
+        self.bar(0, f"probe-noise {eps * 255:.0f}/255")  # what runs now
+        noisy = []
+        for sub, imgs, tgts in self.chunks():
+            s = derived_seed(self.ctx.seed, "probe-noise", eps, sub[0])
+            noisy.append(RandomNoise()(self.ctx.lm.model, imgs, tgts, [eps], None, torch.Generator().manual_seed(s))[0])
+        return self.predicted(noisy)
+
+    def walked(self, pgd: PGD, eps: float, passes) -> tuple[float, np.ndarray | None, int]:
+        """PGD on every chunk in step, the AP scored after the steps of PROBE's ``scored_at`` and after the last;
+        the walk stops at the first AP that ``passes``. Returns the AP, its bootstrap values and the steps taken."""
+        model, objective = self.ctx.lm.model, make_objective("gt")
+        self.bar(0, f"probe-pgd {eps * 255:.0f}/255")
+        with attack_mode(model):
+            walks = [(sub, pgd.iterates(model, imgs, tgts, eps, objective, None)) for sub, imgs, tgts in self.chunks()]
+            current = [next(walk) for _, walk in walks]  # no random start: the images themselves
+            for step in range(1, pgd.steps + 1):
+                for c, (sub, walk) in enumerate(walks):
+                    torch.manual_seed(derived_seed(self.ctx.seed, "probe-pgd", eps, sub[0], step))  # the samplers
+                    current[c] = [a.detach() for a in next(walk)]
+                    self.bar(len(sub) * GRADIENT_COST)
+                if step in sanity.PROBE["scored_at"] or step == pgd.steps:
+                    ap, boots = self.predicted(current)
+                    if step == pgd.steps or passes(ap):
+                        return ap, boots, step
 
 
 def _gap(noise: np.ndarray | None, attack: np.ndarray | None) -> list[float] | None:
@@ -131,23 +154,26 @@ def _gap(noise: np.ndarray | None, attack: np.ndarray | None) -> list[float] | N
 def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: int) -> dict:
     """sanity.moderate_eps's figures: the noise ladder, then PGD without random start from the clean image at the
     largest eps whose noise keeps NOISE_KEEPS of the clean AP; and sanity.deterministic's (``repeat``)."""
-    per_image = len(sanity.PROBE["ladder"]) + 1 + steps * GRADIENT_COST + 2 * (1 + GRADIENT_COST) + GRADIENT_COST + 2
+    scorings = 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)  # at most: it may stop at the first
+    per_image = len(sanity.PROBE["ladder"]) + scorings + steps * GRADIENT_COST + 2 * (1 + GRADIENT_COST) + \
+        GRADIENT_COST + 2
     bar = Progress(len(eval_ids) * per_image, "checks", enabled=ctx.opts.progress and ctx.dist.main)
     probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap, bar)
     keep = set(eval_ids)
     clean_ap, _ = probe.scored([r for r in clean_results if r["image_id"] in keep])
     ladder = []  # up the ladder until the noise takes more than it may: the eps below that one is the probe's
     for eps in sanity.PROBE["ladder"]:
-        ladder.append((eps, *probe.attacked(RandomNoise(), eps, "probe-noise")))
+        ladder.append((eps, *probe.noised(eps)))
         if ladder[-1][1] < sanity.NOISE_KEEPS * clean_ap:
             break
     kept = [step for step in ladder if step[1] >= sanity.NOISE_KEEPS * clean_ap]
     eps, noise_ap, noise_boots = kept[-1] if kept else ladder[0]
-    ap, boots = probe.attacked(PGD(steps=steps, random_start=False), eps, "probe-pgd")
+    ap, boots, taken = probe.walked(PGD(steps=steps, random_start=False), eps,
+                                    lambda ap: ap <= sanity.FAR_BELOW * noise_ap)  # sanity.moderate_eps's pass
     bar(0, "determinism repeat")
     repeat = repeatability(ctx, probe)
     bar(len(eval_ids) * 2 * (1 + GRADIENT_COST), "finite-difference gradient check")
-    out = {"eps": eps, "steps": steps, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
+    out = {"eps": eps, "steps": steps, "steps_taken": taken, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
            "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeat,
            "fidelity": fidelity(ctx, probe)}
