@@ -46,7 +46,7 @@ NO_SKILL_AP = 0.01       # clean AP below this: there is nothing to attack and t
 # inside the ball that already takes AP below the limit answers the question, and the rest of the walk would cost
 # gradients for nothing; a model that does not get there runs every step, as before
 PROBE = {"steps": 20, "quick_steps": 10, "images": 8, "ladder": (8 / 255, 16 / 255, 32 / 255, 64 / 255),
-         "scored_at": (2, 4, 7)}
+         "scored_at": (2, 4, 7), "quick_repeat_images": 4}
 NOISE_KEEPS = 0.8
 FAR_BELOW = 0.25         # the probe's attack must leave at most this fraction of the noise's AP
 GRADIENT_COSINE = 0.99   # two gradients of one input agree at least this well (GPU atomics reorder sums)

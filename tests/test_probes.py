@@ -156,6 +156,30 @@ def test_cue_conflict_decisions_on_a_hand_made_case():
     assert sb.counts(sb.decisions(dets, gt, score=0.25))["texture"] == 2
 
 
+def test_texture_class_detections_on_no_object_are_counted_beside_the_ratio():
+    """The shape-bias ratio only sees the detection matched to an object; a model that also fires on the texture
+    elsewhere shows in texture_false_positives (a class that is some object's shape in the image is not counted)."""
+    A, B, C, X = [0, 0, 20, 20], [40, 0, 20, 20], [0, 40, 20, 20], [60, 60, 20, 20]
+    anns = [_box_ann(1, 1, A, 1, 2),                               # image 1: circle wearing square
+            _box_ann(2, 2, B, 2, 1), _box_ann(3, 2, C, 1, 3),      # image 2: shapes {square, circle}, textures {circle, triangle}
+            _box_ann(4, 3, A, 3, 2)]                               # image 3: no detections at all
+    gt = coco_from_dict({"images": [{"id": i, "width": 100, "height": 100} for i in (1, 2, 3)],
+                         "annotations": anns, "categories": [{"id": k, "name": n} for k, n in
+                                                             ((1, "circle"), (2, "square"), (3, "triangle"))]})
+    dets = [_det(1, A, 1, 0.9),                  # the shape answer: matched, in the ratio
+            _det(1, X, 2, 0.8),                  # square (the texture) on no object: counted
+            _det(1, A, 2, 0.7),                  # square again on the circle, unmatched (A is taken): counted
+            _det(1, X, 2, 0.3),                  # below the score threshold
+            _det(2, B, 2, 0.9), _det(2, C, 1, 0.9),
+            _det(2, X, 1, 0.9),                  # circle: a texture here, but also an object's shape: not counted
+            _det(2, X, 3, 0.6)]                  # triangle: only a texture here: counted
+    fp = sb.texture_false_positives(dets, gt)
+    assert fp == {"images": 3, "detections": 3, "per_image": 1.0}
+    assert sb.counts(sb.decisions(dets, gt))["shape"] == 3  # the ratio alone says 'all shape'
+    assert sb.texture_false_positives(dets, gt, image_ids=[3]) == {"images": 1, "detections": 0, "per_image": 0.0}
+    assert sb.texture_false_positives(dets, gt, score=0.25)["detections"] == 4
+
+
 def test_real_data_cue_conflict_set(synth_data, tiny_checkpoint, tmp_path):
     """Without texture ids or the synthetic marker the set is built: each object wears another class's texture."""
     ann, images = synth_data
@@ -210,7 +234,7 @@ def test_probe_cli_writes_results(synth_data, tiny_checkpoint, tmp_path, capsys)
     assert set(p.attack) == set(probes) and (m[m.attack == "clean"].kind == "clean").all()
     assert (p.norm == "none").all() and p.eps.isna().all() and (p.steps == 0).all()  # a probe has no eps
     assert set(zip(p.attack, p.probe)) == {(f"probe-{n}", n) for n in resolve_probes("all", DEFAULT_CONFIG)}
-    assert {"matched_objects", "shape_bias", "shape_decisions"} <= set(m.metric)
+    assert {"matched_objects", "shape_bias", "shape_decisions", "texture_false_positives_per_image"} <= set(m.metric)
     sb_json = json.loads((out / "shape_bias.json").read_text())
     assert set(sb_json["overall"]) == {"shape", "texture", "neither", "unmatched", "objects", "shape_bias"}
     assert sb_json["cue_conflict"]["params"]["cue_conflict"] == 1.0

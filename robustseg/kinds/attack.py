@@ -129,8 +129,8 @@ class AttackSweep(Kind):
                   "evaluations; --checks full measures them)")
         if p["images"]:
             tqdm.write(f"checks ({self.checks}): {losses}; after the attacks, the masking probe: PGD-{p['steps']} at "
-                       f"{p['eps']} (it stops once AP is far below the noise's), a determinism repeat and a "
-                       f"finite-difference gradient check, on {p['images']} image(s) = at most "
+                       f"{p['eps']} (it stops once AP is far below the noise's) on {p['images']} image(s), a "
+                       f"determinism repeat and a finite-difference gradient check on {p['repeat_images']} = at most "
                        f"{p['gradient_evaluations']} gradient evaluations and {p['predictions']} predictions", file=sys.stderr)
         else:
             tqdm.write(f"checks ({self.checks}): {losses}; masking probe skipped ({p['skipped']})", file=sys.stderr)

@@ -66,10 +66,14 @@ def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int
         n = min(most, attack_gradients // per_image)
         reason = "" if n else (f"one image would take {per_image} gradient evaluations, more than the attacks' "
                                f"own {attack_gradients}; --checks full runs it")
-    return {"images": n, "steps": steps, "eps": "the largest of " + ", ".join(
+    # the determinism repeat and the finite difference: a randomised model shows on any image, so quick runs them
+    # on the first few probe images
+    repeat = n if mode == "full" or sanity_images is not None else min(n, sanity.PROBE["quick_repeat_images"])
+    scorings = 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)
+    return {"images": n, "steps": steps, "repeat_images": repeat, "eps": "the largest of " + ", ".join(
         f"{e * 255:.0f}/255" for e in sanity.PROBE["ladder"]) + f" where noise keeps {sanity.NOISE_KEEPS:.0%} of "
-        "clean AP", "gradient_evaluations": n * per_image,  # at most: the walk stops once it passes (masking_probe)
-        "predictions": n * (len(sanity.PROBE["ladder"]) + 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)),
+        "clean AP", "gradient_evaluations": n * steps + repeat * REPEAT_COST,  # at most: the walk may stop early
+        "predictions": n * (len(sanity.PROBE["ladder"]) + scorings) + 2 * repeat,
         "skipped": reason, "asked": mode == "off" or sanity_images is not None}  # asked: skipped on request
 
 
@@ -102,8 +106,8 @@ class _ProbeImages:
         self.images, self.targets = [x for x, _ in loaded], [t for _, t in loaded]
         self.rows = resamples(len(eval_ids), n_boot, derived_seed(ctx.seed, "probe-bootstrap")) if n_boot else None
 
-    def chunks(self):
-        for chunk in batches(len(self.ids), 4):
+    def chunks(self, first: int | None = None):
+        for chunk in batches(len(self.ids) if first is None else first, 4):
             yield ([self.ids[i] for i in chunk], [self.images[i] for i in chunk], [self.targets[i] for i in chunk])
 
     def scored(self, results: list[dict]) -> tuple[float, np.ndarray | None]:
@@ -151,13 +155,13 @@ def _gap(noise: np.ndarray | None, attack: np.ndarray | None) -> list[float] | N
     return None if math.isnan(lo) else [lo, hi]
 
 
-def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: int) -> dict:
+def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: int, repeat_images: int) -> dict:
     """sanity.moderate_eps's figures: the noise ladder, then PGD without random start from the clean image at the
     largest eps whose noise keeps NOISE_KEEPS of the clean AP; and sanity.deterministic's (``repeat``)."""
     scorings = 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)  # at most: it may stop at the first
-    per_image = len(sanity.PROBE["ladder"]) + scorings + steps * GRADIENT_COST + 2 * (1 + GRADIENT_COST) + \
-        GRADIENT_COST + 2
-    bar = Progress(len(eval_ids) * per_image, "checks", enabled=ctx.opts.progress and ctx.dist.main)
+    cost = len(eval_ids) * (len(sanity.PROBE["ladder"]) + scorings + steps * GRADIENT_COST) + \
+        repeat_images * (2 * (1 + GRADIENT_COST) + GRADIENT_COST + 2)
+    bar = Progress(cost, "checks", enabled=ctx.opts.progress and ctx.dist.main)
     probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap, bar)
     keep = set(eval_ids)
     clean_ap, _ = probe.scored([r for r in clean_results if r["image_id"] in keep])
@@ -171,12 +175,12 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
     ap, boots, taken = probe.walked(PGD(steps=steps, random_start=False), eps,
                                     lambda ap: ap <= sanity.FAR_BELOW * noise_ap)  # sanity.moderate_eps's pass
     bar(0, "determinism repeat")
-    repeat = repeatability(ctx, probe)
-    bar(len(eval_ids) * 2 * (1 + GRADIENT_COST), "finite-difference gradient check")
+    repeat = repeatability(ctx, probe, repeat_images)
+    bar(repeat_images * 2 * (1 + GRADIENT_COST), "finite-difference gradient check")
     out = {"eps": eps, "steps": steps, "steps_taken": taken, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
            "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeat,
-           "fidelity": fidelity(ctx, probe)}
+           "fidelity": fidelity(ctx, probe, repeat_images)}
     bar(bar.bar.total - bar.bar.n)  # the noise ladder may stop early: the bar ends full
     bar.close()
     return out
@@ -201,11 +205,12 @@ def _agreement(g1: torch.Tensor, g2: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(g1.flatten(), g2.flatten(), dim=0, eps=1e-30))
 
 
-def repeatability(ctx, probe: _ProbeImages) -> dict:
+def repeatability(ctx, probe: _ProbeImages, first: int) -> dict:
     """The probe images predicted twice and their input gradients taken twice, each time under another seed, with
-    every anchor and proposal in the loss (so a deterministic model has nothing random left to draw)."""
+    every anchor and proposal in the loss (so a deterministic model has nothing random left to draw); the
+    ``first`` probe images."""
     model, diff, cosines = ctx.lm.model, 0.0, []
-    for sub, imgs, tgts in probe.chunks():
+    for sub, imgs, tgts in probe.chunks(first):
         runs = []
         for r in (1, 2):
             torch.manual_seed(derived_seed(ctx.seed, "repeat", r, sub[0]))
@@ -215,7 +220,7 @@ def repeatability(ctx, probe: _ProbeImages) -> dict:
             runs.append((outputs, grads))
         diff = max(diff, _prediction_diff(runs[0][0], runs[1][0], imgs))
         cosines += [_agreement(g1, g2) for g1, g2 in zip(runs[0][1], runs[1][1])]
-    return {"images": len(probe.ids), "prediction_diff": diff, "gradient_cosine": min(cosines)}
+    return {"images": first, "prediction_diff": diff, "gradient_cosine": min(cosines)}
 
 
 @torch.no_grad()
@@ -224,13 +229,13 @@ def _loss(model, objective, x: torch.Tensor, target: dict, seed: int) -> float:
     return float(objective(model, [x], [target])[0])
 
 
-def fidelity(ctx, probe: _ProbeImages) -> dict:
+def fidelity(ctx, probe: _ProbeImages, first: int) -> dict:
     """Per probe image, whether the backward is the derivative of the forward: the objective's central finite
     difference along the sign of its input gradient, (L(x + h s) - L(x - h s)) / 2h with s = sign(g), over what the
     gradient predicts for it, <g, s> = ||g||_1. Each image alone, every anchor and proposal in the loss, one seed."""
     model, objective, h, ratios = ctx.lm.model, make_objective("gt"), sanity.FIDELITY_STEP, []
     with attack_mode(model), every_sample(model):
-        for iid, x, t in zip(probe.ids, probe.images, probe.targets):
+        for iid, x, t in list(zip(probe.ids, probe.images, probe.targets))[:first]:
             seed = derived_seed(ctx.seed, "fidelity", iid)
             torch.manual_seed(seed)
             (g,), _ = gradients(model, objective, [x], [t], sanitize=False)
@@ -240,7 +245,7 @@ def fidelity(ctx, probe: _ProbeImages) -> dict:
             s = g.sign()
             actual = (_loss(model, objective, x + h * s, t, seed) - _loss(model, objective, x - h * s, t, seed)) / (2 * h)
             ratios.append(actual / predicted)
-    return {"images": len(probe.ids), "step": h, "ratios": ratios,
+    return {"images": first, "step": h, "ratios": ratios,
             "median": float(np.median(ratios)) if ratios else float("nan")}
 
 
@@ -248,8 +253,8 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
                  ) -> sanity.SanityReport:
     n = probe_plan["images"]
     eval_ids = scored.eval_ids["images"]
-    probe = masking_probe(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"]) \
-        if ctx.ds.has_annotations and n else None
+    probe = masking_probe(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"],
+                          probe_plan["repeat_images"]) if ctx.ds.has_annotations and n else None
     keys = {p.key for p in sweep.first_seed}  # --seeds: the checks read seed 0, as a run without it would
     # an image an ensemble member skipped holds another member's image: not this member's attack to judge
     rows = [r for r in per_image if r["point"] in keys and r["attacked"]]

@@ -121,6 +121,7 @@ class Probes(Kind):
         cat_names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.dataset["categories"]}
         textures = (gt.dataset.get("info") or {}).get("textures") or {}  # the synthetic generator's names
         self.bias = {**sb.summarise(self.decisions, cat_names, {int(k): v for k, v in textures.items()}),
+                     "texture_false_positives": sb.texture_false_positives(results, gt, *match, image_ids=ids),
                      "iou": match[0], "score": match[1], "iou_type": match[2], "cue_conflict": self.cc.info,
                      "definition": "shape / (shape + texture) over matched cue-conflict objects "
                                    "(Geirhos et al., ICLR 2019); neither and unmatched are counted, not in the ratio"}
@@ -128,6 +129,9 @@ class Probes(Kind):
         scored.rows.append({**base, "metric": "shape_bias",
                             "value": float("nan") if o["shape_bias"] is None else o["shape_bias"]})
         scored.rows += [{**base, "metric": f"{k}_decisions", "value": o[k]} for k in ("shape", "texture", "neither")]
+        fp = self.bias["texture_false_positives"]["per_image"]
+        scored.rows.append({**base, "metric": "texture_false_positives_per_image",
+                            "value": float("nan") if fp is None else fp})
 
     def finish(self, ctx, run_dir, scored) -> dict:
         out = run_dir.path
@@ -150,8 +154,14 @@ class Probes(Kind):
             o = self.bias["overall"]
             bias = "n/a" if o["shape_bias"] is None else f"{o['shape_bias']:.3f}"
             lines.append(f"shape bias {bias} (shape {o['shape']}, texture {o['texture']}, neither {o['neither']}, "
-                         f"unmatched {o['unmatched']} of {o['objects']} cue-conflict objects)")
+                         f"unmatched {o['unmatched']} of {o['objects']} cue-conflict objects); "
+                         f"{_fp_line(self.bias['texture_false_positives'])}")
         return "\n".join(lines)
+
+
+def _fp_line(fp: dict) -> str:
+    per = "n/a" if fp["per_image"] is None else f"{fp['per_image']:.2f}"
+    return f"texture-class detections on no object: {fp['detections']} over {fp['images']} images ({per} per image)"
 
 
 def run_probes(model=None, data=None, images=None, *, probes="all", config=None, out=None, force: bool = False,

@@ -5,7 +5,8 @@ score >= ``score`` are matched one-to-one to objects, class-agnostically and gre
 confident detection of an object is the model's answer for it), when their IoU (pycocotools) is >= ``iou``.
 The matched detection's class decides: ``shape`` (= shape class), ``texture`` (= texture class) or ``neither``.
 Unmatched objects count as ``unmatched``. Shape bias = shape / (shape + texture); neither and unmatched are
-reported but, as in Geirhos et al., left out of the ratio.
+reported but, as in Geirhos et al., left out of the ratio. A texture answer only counts when it lands on an
+object, so ``texture_false_positives`` counts, per image, the texture-class detections that land nowhere.
 """
 from __future__ import annotations
 
@@ -50,29 +51,56 @@ def decide(obj: dict, det: dict | None) -> str:
     return "neither"
 
 
-def decisions(results: list[dict], gt, iou: float = 0.5, score: float = 0.5, iou_type: str = "bbox",
-              image_ids=None) -> list[dict]:
-    """One row per cue-conflict object of ``gt`` (a pycocotools COCO; objects whose shape class differs from
-    their texture class, crowd regions skipped) with the decision of its matched detection; only objects of
-    ``image_ids`` when given (unreadable images are left out, not counted as unmatched)."""
+def _cue_objects(gt, iou_type: str, image_ids) -> dict[int, list[dict]]:
+    """Per image, its cue-conflict objects (shape class differs from texture class, crowd regions skipped); only
+    images of ``image_ids`` when given."""
     keep = None if image_ids is None else {int(i) for i in image_ids}
-    by_image: dict[int, list[dict]] = defaultdict(list)
-    for r in results:
-        by_image[int(r["image_id"])].append(r)
     objs: dict[int, list[dict]] = defaultdict(list)
     for a in gt.dataset["annotations"]:
         if not a.get("iscrowd", 0) and a.get("texture_category_id") is not None \
                 and a["shape_category_id"] != a["texture_category_id"] \
                 and (keep is None or int(a["image_id"]) in keep):
             objs[int(a["image_id"])].append({**a, "rle": gt.annToRLE(a)} if iou_type == "segm" else a)
-    rows = []
-    for image_id, anns in sorted(objs.items()):
+    return objs
+
+
+def _by_image(results: list[dict]) -> dict[int, list[dict]]:
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for r in results:
+        by_image[int(r["image_id"])].append(r)
+    return by_image
+
+
+def decisions(results: list[dict], gt, iou: float = 0.5, score: float = 0.5, iou_type: str = "bbox",
+              image_ids=None) -> list[dict]:
+    """One row per cue-conflict object of ``gt`` (a pycocotools COCO; objects whose shape class differs from
+    their texture class, crowd regions skipped) with the decision of its matched detection; only objects of
+    ``image_ids`` when given (unreadable images are left out, not counted as unmatched)."""
+    by_image, rows = _by_image(results), []
+    for image_id, anns in sorted(_cue_objects(gt, iou_type, image_ids).items()):
         for a, d in zip(anns, match(by_image.get(image_id, []), anns, iou, score, iou_type)):
             rows.append({"image_id": image_id, "annotation_id": a["id"], "shape_category_id": a["shape_category_id"],
                          "texture_category_id": a["texture_category_id"],
                          "predicted_category_id": None if d is None else d["category_id"],
                          "score": None if d is None else d["score"], "decision": decide(a, d)})
     return rows
+
+
+def texture_false_positives(results: list[dict], gt, iou: float = 0.5, score: float = 0.5, iou_type: str = "bbox",
+                            image_ids=None) -> dict:
+    """What the ratio cannot see: the model firing on a texture somewhere other than on an object's outline.
+    Per cue-conflict image, its detections scoring >= ``score`` that match no object (the one-to-one matching of
+    ``decisions``) and whose class is a texture worn in that image but no object's shape there (so a duplicate
+    or badly placed box of a shape answer is not counted). Returns the images, the count and the count per image."""
+    by_image, found = _by_image(results), 0
+    objs = _cue_objects(gt, iou_type, image_ids)
+    for image_id, anns in objs.items():
+        dets = by_image.get(image_id, [])
+        taken = {id(d) for d in match(dets, anns, iou, score, iou_type) if d is not None}
+        textures = {a["texture_category_id"] for a in anns} - {a["shape_category_id"] for a in anns}
+        found += sum(1 for d in dets if d["score"] >= score and id(d) not in taken and d["category_id"] in textures)
+    n = len(objs)
+    return {"images": n, "detections": found, "per_image": found / n if n else None}
 
 
 def counts(rows: Iterable[dict]) -> dict:

@@ -101,18 +101,19 @@ def _overlay(ax, image: np.ndarray, preds: list[dict], names: dict, threshold: f
     h, w = image.shape[:2]
     shown = sorted((r for r in preds if r.get("score", 0) >= threshold), key=lambda r: -r["score"])
     cats = sorted(names)
+    masks = np.zeros((h, w, 4))  # every mask in one layer: one composited image, not one per detection
     for r in shown:
         colour = np.array(_COLOURS[cats.index(r["category_id"]) % len(_COLOURS)
                                    if r["category_id"] in cats else -1])
         if "segmentation" in r:
             m = mask_utils.decode(r["segmentation"]).astype(bool)[:h, :w]
-            rgba = np.zeros((h, w, 4))
-            rgba[m] = [*colour, 0.45]
-            ax.imshow(rgba)
+            masks[m] = [*colour, 0.45]  # drawn in score order: where masks overlap the lower-scoring one shows
         x, y, bw, bh = r["bbox"]
         ax.add_patch(_rect((x, y), bw, bh, colour))
         ax.text(x, y, _text(f"{names.get(r['category_id'], r['category_id'])} {r['score']:.2f}"), fontsize=7,
                 color="white", va="bottom", bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "lw": 0})
+    if masks[..., 3].any():
+        ax.imshow(masks)
     ax.set_title(_text(f"{title}: {len(shown)} detections"), fontsize=9)
     ax.axis("off")
 
