@@ -59,7 +59,7 @@ def run(lm, dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     with small_sanity_probe():
         res = run_suite(lm, suite, ann, images, out=out, seed=11, batch_size=4, progress=False,
-                        command="test_attack_run")
+                        command="test_attack_run", checks="full")  # every image's objective measured
     return res, pd.read_csv(out / "metrics.csv")
 
 

@@ -9,7 +9,9 @@ import pandas as pd
 
 from robustseg.cli import main
 from robustseg.data.synth import generate
-from robustseg.kinds.attack_checks import LOSS_IMAGES, plan_losses, plan_probe
+from robustseg.kinds.attack import run_suite
+from robustseg.kinds.attack_checks import LOSS_BUDGET, LOSS_IMAGES, plan_losses, plan_probe
+from robustseg.suites import parse_suite
 
 from _helpers import trained_model_path
 
@@ -29,13 +31,27 @@ def test_the_probe_fits_the_work_in_quick_mode():
 
 def test_the_loss_measurements_fit_the_work_in_quick_mode():
     ids = list(range(100, 132))
-    default = plan_losses("quick", ids, 32 * 49, 13)  # the default run: 12 measured points + 1 clean, per image
-    assert default["images"] == LOSS_IMAGES == 16 and default["image_ids"] == ids[::2]  # spread, not the first 16
-    assert default["forward_passes"] == 16 * 13
-    assert plan_losses("quick", ids[:4], 4, 2)["images"] == 2       # one-step attack on 4 photos: 4 passes fit
-    assert plan_losses("quick", ids[:1], 1, 2)["images"] == 0       # not even one image fits
+    default = plan_losses("quick", ids, 32 * 49, 10)  # the default run: 9 measured points + 1 clean, per image
+    assert default["images"] == 7 and default["image_ids"] == [ids[(k * 32) // 7] for k in range(7)]  # spread
+    assert default["forward_passes"] == 70 <= LOSS_BUDGET * 32 * 49
+    assert plan_losses("quick", ids, 10 ** 6, 10)["images"] == LOSS_IMAGES == 16  # never more than 16 images
+    assert plan_losses("quick", ids[:4], 4, 2)["images"] == 0        # one-step attack on 4 photos: none fits
+    assert plan_losses("quick", ids[:4], 4 * 40, 2)["images"] == 4   # 8 passes are 5% of 160
     assert plan_losses("full", ids, 1, 13)["image_ids"] == ids
     assert plan_losses("off", ids, 10_000, 13)["images"] == 0
+
+
+def test_quick_measures_the_images_its_plan_chose_and_only_after_gradient_attacks(tmp_path):
+    ann = generate(tmp_path / "d", 4, seed=53, size=64)
+    suite = parse_suite({"name": "pgd20", "attack": [{"type": "pgd", "eps": ["4/255"], "steps": 20}]}, "pgd20")
+    run_suite(trained_model_path(), suite, ann, tmp_path / "d" / "images", out=tmp_path / "run", sanity_images=0,
+              bootstrap=0, progress=False)  # 80 gradient evaluations: 4 passes, clean + PGD on 2 images
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["attack"]["checks"]["losses"] == {"images": 2, "of": 4, "forward_passes": 4}
+    rows = pd.read_csv(tmp_path / "run" / "per_image.csv")
+    pgd = rows[rows.attack == "pgd"]
+    assert pgd.loss_measured.sum() == 2 and pgd[pgd.loss_measured].loss_adv.notna().all()
+    assert pgd[~pgd.loss_measured].loss_adv.isna().all() and not rows[rows.attack == "random"].loss_measured.any()
 
 
 def test_checks_off_and_quick_on_the_command_line(tmp_path, capsys):
@@ -45,17 +61,16 @@ def test_checks_off_and_quick_on_the_command_line(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "quick")]) == 0
     err = capsys.readouterr().err
     assert "masking probe skipped" in err  # 4 gradient evaluations of attack: the probe does not fit
-    assert "the objective of 2 of 4 image(s) measured" in err  # 2 x (clean + FGSM) = 4 forward passes fit
+    assert "no per-image objective values" in err  # nor do 2 measurements of even one image
     info = json.loads((tmp_path / "quick" / "run.json").read_text())
     assert info["attack"]["checks"]["mode"] == "quick" and info["attack"]["checks"]["probe"]["images"] == 0
-    assert info["attack"]["checks"]["losses"] == {"images": 2, "of": 4, "forward_passes": 4}
-    rows = pd.read_csv(tmp_path / "quick" / "per_image.csv")
-    fgsm = rows[rows.attack == "fgsm"]
-    assert fgsm.loss_measured.sum() == 2 and fgsm[fgsm.loss_measured].loss_adv.notna().all()
-    assert fgsm[~fgsm.loss_measured].loss_adv.isna().all() and not rows[rows.attack == "random"].loss_measured.any()
+    assert info["attack"]["checks"]["losses"] == {"images": 0, "of": 4, "forward_passes": 0}
+    assert not pd.read_csv(tmp_path / "quick" / "per_image.csv").loss_measured.any()
     sanity = json.loads((tmp_path / "quick" / "sanity.json").read_text())
-    probe = next(c for c in sanity["checks"] if c["check"] == "moderate_eps")
-    assert probe["verdict"] == "warn" and probe["ran"] is False and sanity["verdict"] == "warn"  # no silent pass
+    by_name = {c["check"]: c for c in sanity["checks"]}
+    for name in ("moderate_eps", "loss_increased"):  # a check not made is no pass
+        assert by_name[name]["verdict"] == "warn" and by_name[name]["ran"] is False
+    assert sanity["verdict"] == "warn"
     assert "The masking probe did not run" in (tmp_path / "quick" / "report.html").read_text()
 
     assert main([*base, "--checks", "off", "--out", str(tmp_path / "off")]) == 0
@@ -67,9 +82,3 @@ def test_checks_off_and_quick_on_the_command_line(tmp_path, capsys):
     assert "--checks off" in html and "no sanity check ran" in html
     got, want = pd.read_csv(off / "metrics.csv"), pd.read_csv(tmp_path / "quick" / "metrics.csv")
     assert (got.value - want.value).abs().max() < 1e-9  # the attacks themselves are the same
-
-    assert main([*base, "--limit", "1", "--out", str(tmp_path / "one")]) == 0  # 1 gradient evaluation: none fits
-    assert "no per-image objective values" in capsys.readouterr().err
-    checks = json.loads((tmp_path / "one" / "sanity.json").read_text())["checks"]
-    loss = [c for c in checks if c["check"] == "loss_increased"]
-    assert len(loss) == 1 and loss[0]["verdict"] == "warn" and loss[0]["ran"] is False  # not a silent pass

@@ -125,8 +125,8 @@ class AttackSweep(Kind):
             return
         losses = (f"the objective of {lp['images']} of {lp['of']} image(s) measured before and after each gradient "
                   f"attack = {lp['forward_passes']} forward passes" if lp["images"] else
-                  "no per-image objective values (not even one image fits within the attacks' own gradient "
-                  "evaluations; --checks full measures them)")
+                  "no per-image objective values (not even one image fits within "
+                  f"{checks.LOSS_BUDGET:.0%} of the attacks' own gradient evaluations; --checks full measures them)")
         if p["images"]:
             tqdm.write(f"checks ({self.checks}): {losses}; after the attacks, the masking probe: PGD-{p['steps']} at "
                        f"{p['eps']} (it stops once AP is far below the noise's) on {p['images']} image(s), a "
