@@ -109,12 +109,14 @@ def test_a_transfer_attack_beating_the_whitebox_one_warns(tmp_path):
     checks = json.loads((res.out / "run.json").read_text())["transfer_checks"]
     assert checks["verdict"] == "warn" and checks["checks"][0]["source"] == "shipped"
     assert checks["checks"][0]["ci_hi"] < 0
+    assert "transfer check: warn: shipped at " in res.summary()  # the run's last word names the transfer
     weak = load_trained_model()
     with torch.no_grad():  # a surrogate far from the target: its attack transfers worse than the white-box one
         weak.model.backbone.body.stem[0].weight.mul_(0.2)
     res = execute([Transfer(suite, [("weak", weak)], "shipped")], load_trained_model(), opts=RunOptions(**opts),
                   out=tmp_path / "shipped")
     assert json.loads((res.out / "run.json").read_text())["transfer_checks"]["verdict"] == "pass"
+    assert res.summary().endswith("transfer check: pass (no attack crafted on another model beat the white-box one)")
 
 
 @pytest.mark.slow

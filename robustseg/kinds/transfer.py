@@ -115,7 +115,7 @@ class Transfer(Kind):
 
     def summary(self, ctx, scored) -> str:
         m = scored.metrics
-        return summary_table(m[m.kind.isin(["clean", self.name])])
+        return summary_table(m[m.kind.isin(["clean", self.name])]) + "\n" + transfer_verdict_line(self.checks(scored))
 
     def checks(self, scored) -> dict:
         """Per attack point and source: does the transfer attack beat the white-box one? With intervals, a warn
@@ -138,3 +138,14 @@ class Transfer(Kind):
         return {"verdict": verdict, "checks": rows,
                 "rule": "warn when an attack crafted on another model takes the target's bbox AP lower than the "
                         "white-box attack at the same point (paired 95% interval of the difference below 0)"}
+
+
+def transfer_verdict_line(report: dict) -> str:
+    """The run's last word on the transfer check, naming each transfer that beat the white-box attack."""
+    beaten = [c for c in report["checks"] if c["verdict"] == "warn"]
+    if not beaten:
+        return f"transfer check: {report['verdict']} (no attack crafted on another model beat the white-box one)"
+    worst = "; ".join(f"{c['source']} at {c['point']}: bbox AP {c['transfer_ap']:.3f} vs white-box "
+                      f"{c['whitebox_ap']:.3f}" + (f" (difference [{c['ci_lo']:+.3f}, {c['ci_hi']:+.3f}])"
+                                                    if math.isfinite(c["ci_hi"]) else "") for c in beaten)
+    return f"transfer check: warn: {worst}; the target's gradients may be masked (docs/transfer.md)"
