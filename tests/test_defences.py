@@ -10,12 +10,14 @@ import torch.nn.functional as F
 
 import robustseg as rs
 from robustseg.attacks.eot import EOT, with_eot
+from robustseg.data.synth import generate
 from robustseg.errors import RobustsegError
 from robustseg.suites import parse_suite
 
 from _helpers import load_trained_model, metric
 
 PGD = parse_suite({"attack": [{"type": "pgd", "eps": ["8/255"], "steps": 3}]}, "pgd")
+FGSM = parse_suite({"attack": [{"type": "fgsm", "eps": ["8/255"]}]}, "fgsm")
 KW = dict(limit=4, batch_size=2, progress=False, sanity_images=0, bootstrap=0)
 
 
@@ -99,6 +101,27 @@ def test_eot_on_a_randomised_defence_is_recorded_and_costed(tmp_path):
     assert AttackSweep(PGD, eot=3).point_cost(p) - AttackSweep(PGD).point_cost(p) == 2 * 3 * GRADIENT_COST
     with pytest.raises(RobustsegError, match="eot"):
         rs.run_suite(defended, PGD, out=tmp_path / "bad", eot=0, **KW)
+
+
+def test_with_enough_eot_passes_a_randomised_defence_passes_the_determinism_check(tmp_path, monkeypatch):
+    """--eot N declares the model randomised: the check then asks whether two N-pass gradients agree (cosine 0.9),
+    which one pass does not give on a random resize (about 0.7 on this image) and 8 do (about 0.97); the probe's
+    gradients take N passes too."""
+    from robustseg import sanity
+    monkeypatch.setattr(sanity, "PROBE", {**sanity.PROBE, "steps": 1, "ladder": sanity.PROBE["ladder"][:1]})
+    lm = load_trained_model()
+    defended = rs.as_model(RandomResize(lm.model), lm.class_names, lm.category_ids)
+    ann = generate(tmp_path / "d", 2, seed=57, size=64)
+    kw = {**KW, "limit": 2, "sanity_images": 1, "checks": "full"}
+    checks = {}
+    for eot in (1, 8):
+        res = rs.run_suite(defended, FGSM, ann, tmp_path / "d" / "images", out=tmp_path / f"eot{eot}", eot=eot, **kw)
+        report = json.loads((res.out / "sanity.json").read_text())
+        checks[eot] = next(c for c in report["checks"] if c["check"] == "deterministic")
+    assert checks[1]["verdict"] == "warn" and checks[1]["eot"] == 1 and checks[1]["gradient_cosine"] < 0.9
+    assert checks[8]["verdict"] == "pass" and checks[8]["eot"] == 8 and checks[8]["gradient_cosine"] >= 0.9
+    assert checks[8]["prediction_diff"] > 0  # the model is still random: predictions are not what is judged
+    assert "--eot 8 passes" in checks[8]["detail"]
 
 
 def test_something_that_is_not_a_detector_is_refused():

@@ -108,7 +108,7 @@ class AttackSweep(Kind):
         usable = len(ctx.ds) - len(ctx.problems)
         # sized on seed 0's work: with --seeds the checks read seed 0, and measure it as a run without --seeds does
         gradients = usable * sum(p.steps for p in self.first_seed if p.attack not in NO_GRADIENT)
-        self.probe_plan = checks.plan_probe(self.checks, usable, gradients, self.sanity_images)
+        self.probe_plan = checks.plan_probe(self.checks, usable, gradients * self.eot, self.sanity_images, self.eot)
         measured = [p for p in self.plan if self.measures_loss(p)]
         self.loss_objectives = {_objective_key(p) for p in measured}  # each measured once at the clean images too
         self.loss_plan = checks.plan_losses(self.checks, [i for i in ctx.ds.image_ids if i not in ctx.problems],

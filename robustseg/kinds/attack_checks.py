@@ -12,6 +12,7 @@ import torch
 from .. import sanity
 from ..attacks import PGD, RandomNoise
 from ..attacks.base import gradients
+from ..attacks.eot import with_eot
 from ..attacks.objectives import every_sample, make_objective
 from ..eval.bootstrap import interval, resamples
 from ..eval.coco_eval import evaluate, predict, to_coco_results
@@ -48,14 +49,15 @@ CHECKS = ("full", "quick", "off")
 REPEAT_COST = 3
 
 
-def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None) -> dict:
+def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None, eot: int = 1) -> dict:
     """The masking probe's size (sanity.PROBE: PGD at a moderate eps on 8 images, the noise ladder and the
     determinism repeat). ``full``: PGD-20 on all 8 images. ``quick`` (the default): PGD-10 (the default suite's
     strongest attack), on as many of those images as keep its gradient evaluations within the attacks' own, none if
-    not even one fits (a one-step attack on 4 images). ``off``: none. ``sanity_images`` (tests) fixes the count."""
+    not even one fits (a one-step attack on 4 images). ``off``: none. ``sanity_images`` (tests) fixes the count.
+    ``attack_gradients`` counts forward+backward passes, --eot's included; the probe's take ``eot`` passes too."""
     steps = sanity.PROBE["steps"] if mode == "full" else min(sanity.PROBE["steps"], sanity.PROBE["quick_steps"])
     most = min(sanity.PROBE["images"], images)
-    per_image = steps + REPEAT_COST
+    per_image = (steps + REPEAT_COST) * eot
     if mode == "off":
         n, reason = 0, "--checks off"
     elif sanity_images is not None:
@@ -72,7 +74,7 @@ def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int
     scorings = 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)
     return {"images": n, "steps": steps, "repeat_images": repeat, "eps": "the largest of " + ", ".join(
         f"{e * 255:.0f}/255" for e in sanity.PROBE["ladder"]) + f" where noise keeps {sanity.NOISE_KEEPS:.0%} of "
-        "clean AP", "gradient_evaluations": n * steps + repeat * REPEAT_COST,  # at most: the walk may stop early
+        "clean AP", "gradient_evaluations": (n * steps + repeat * REPEAT_COST) * eot,  # at most: the walk may stop early
         "predictions": n * (len(sanity.PROBE["ladder"]) + scorings) + 2 * repeat,
         "skipped": reason, "asked": mode == "off" or sanity_images is not None}  # asked: skipped on request
 
@@ -105,9 +107,9 @@ def plan_losses(mode: str, image_ids: list[int], attack_gradients: int, forwards
 class _ProbeImages:
     """The probe's images, their ground truth, and bbox AP (with bootstrap values) of predictions on them."""
 
-    def __init__(self, ctx, eval_ids: list[int], n_boot: int, bar: Progress):
+    def __init__(self, ctx, eval_ids: list[int], n_boot: int, bar: Progress, eot: int = 1):
         pos = {iid: i for i, iid in enumerate(ctx.ds.image_ids)}
-        self.ctx, self.ids, self.bar = ctx, eval_ids, bar
+        self.ctx, self.ids, self.bar, self.eot = ctx, eval_ids, bar, eot
         loaded = [ctx.load(pos[iid]) for iid in eval_ids]
         self.images, self.targets = [x for x, _ in loaded], [t for _, t in loaded]
         self.rows = resamples(len(eval_ids), n_boot, derived_seed(ctx.seed, "probe-bootstrap")) if n_boot else None
@@ -135,10 +137,14 @@ class _ProbeImages:
             noisy.append(RandomNoise()(self.ctx.lm.model, imgs, tgts, [eps], None, torch.Generator().manual_seed(s))[0])
         return self.predicted(noisy)
 
+    def objective(self):
+        """The probe's objective: the detector's loss, averaged over --eot passes as the attacks' is."""
+        return with_eot(make_objective("gt"), self.eot)
+
     def walked(self, pgd: PGD, eps: float, passes) -> tuple[float, np.ndarray | None, int]:
         """PGD on every chunk in step, the AP scored after the steps of PROBE's ``scored_at`` and after the last;
         the walk stops at the first AP that ``passes``. Returns the AP, its bootstrap values and the steps taken."""
-        model, objective = self.ctx.lm.model, make_objective("gt")
+        model, objective = self.ctx.lm.model, self.objective()
         self.bar(0, f"probe-pgd {eps * 255:.0f}/255")
         with attack_mode(model):
             walks = [(sub, pgd.iterates(model, imgs, tgts, eps, objective, None)) for sub, imgs, tgts in self.chunks()]
@@ -147,7 +153,7 @@ class _ProbeImages:
                 for c, (sub, walk) in enumerate(walks):
                     torch.manual_seed(derived_seed(self.ctx.seed, "probe-pgd", eps, sub[0], step))  # the samplers
                     current[c] = [a.detach() for a in next(walk)]
-                    self.bar(len(sub) * GRADIENT_COST)
+                    self.bar(len(sub) * self.eot * GRADIENT_COST)
                 if step in sanity.PROBE["scored_at"] or step == pgd.steps:
                     ap, boots = self.predicted(current)
                     if step == pgd.steps or passes(ap):
@@ -161,14 +167,17 @@ def _gap(noise: np.ndarray | None, attack: np.ndarray | None) -> list[float] | N
     return None if math.isnan(lo) else [lo, hi]
 
 
-def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: int, repeat_images: int) -> dict:
+def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: int, repeat_images: int,
+                  eot: int = 1) -> dict:
     """sanity.moderate_eps's figures: the noise ladder, then PGD without random start from the clean image at the
-    largest eps whose noise keeps NOISE_KEEPS of the clean AP; and sanity.deterministic's (``repeat``)."""
+    largest eps whose noise keeps NOISE_KEEPS of the clean AP; and sanity.deterministic's (``repeat``). With
+    ``eot`` > 1 (--eot) every gradient and loss of the probe is averaged over that many passes, as the attacks'
+    are: a randomised model is probed the way it was attacked."""
     scorings = 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)  # at most: it may stop at the first
-    cost = len(eval_ids) * (len(sanity.PROBE["ladder"]) + scorings + steps * GRADIENT_COST) + \
-        repeat_images * (2 * (1 + GRADIENT_COST) + GRADIENT_COST + 2)
+    cost = len(eval_ids) * (len(sanity.PROBE["ladder"]) + scorings + eot * steps * GRADIENT_COST) + \
+        repeat_images * (2 * (1 + eot * GRADIENT_COST) + eot * (GRADIENT_COST + 2))
     bar = Progress(cost, "checks", enabled=ctx.opts.progress and ctx.dist.main)
-    probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap, bar)
+    probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap, bar, eot)
     keep = set(eval_ids)
     clean_ap, _ = probe.scored([r for r in clean_results if r["image_id"] in keep])
     ladder = []  # up the ladder until the noise takes more than it may: the eps below that one is the probe's
@@ -182,7 +191,7 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
                                     lambda ap: ap <= sanity.FAR_BELOW * noise_ap)  # sanity.moderate_eps's pass
     bar(0, "determinism repeat")
     repeat = repeatability(ctx, probe, repeat_images)
-    bar(repeat_images * 2 * (1 + GRADIENT_COST), "finite-difference gradient check")
+    bar(repeat_images * 2 * (1 + eot * GRADIENT_COST), "finite-difference gradient check")
     out = {"eps": eps, "steps": steps, "steps_taken": taken, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
            "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeat,
@@ -222,11 +231,11 @@ def repeatability(ctx, probe: _ProbeImages, first: int) -> dict:
             torch.manual_seed(derived_seed(ctx.seed, "repeat", r, sub[0]))
             outputs = predict(model, imgs)
             with attack_mode(model), every_sample(model):
-                grads, _ = gradients(model, make_objective("gt"), imgs, tgts, sanitize=False)
+                grads, _ = gradients(model, probe.objective(), imgs, tgts, sanitize=False)
             runs.append((outputs, grads))
         diff = max(diff, _prediction_diff(runs[0][0], runs[1][0], imgs))
         cosines += [_agreement(g1, g2) for g1, g2 in zip(runs[0][1], runs[1][1])]
-    return {"images": first, "prediction_diff": diff, "gradient_cosine": min(cosines)}
+    return {"images": first, "prediction_diff": diff, "gradient_cosine": min(cosines), "eot": probe.eot}
 
 
 @torch.no_grad()
@@ -239,7 +248,7 @@ def fidelity(ctx, probe: _ProbeImages, first: int) -> dict:
     """Per probe image, whether the backward is the derivative of the forward: the objective's central finite
     difference along the sign of its input gradient, (L(x + h s) - L(x - h s)) / 2h with s = sign(g), over what the
     gradient predicts for it, <g, s> = ||g||_1. Each image alone, every anchor and proposal in the loss, one seed."""
-    model, objective, h, ratios = ctx.lm.model, make_objective("gt"), sanity.FIDELITY_STEP, []
+    model, objective, h, ratios = ctx.lm.model, probe.objective(), sanity.FIDELITY_STEP, []
     with attack_mode(model), every_sample(model):
         for iid, x, t in list(zip(probe.ids, probe.images, probe.targets))[:first]:
             seed = derived_seed(ctx.seed, "fidelity", iid)
@@ -260,7 +269,7 @@ def write_sanity(ctx, sweep, scored, per_image: list[dict], grads: list[dict], o
     n = probe_plan["images"]
     eval_ids = scored.eval_ids["images"]
     probe = masking_probe(ctx, eval_ids[:n], scored.results["clean"], probe_plan["steps"],
-                          probe_plan["repeat_images"]) if ctx.ds.has_annotations and n else None
+                          probe_plan["repeat_images"], sweep.eot) if ctx.ds.has_annotations and n else None
     keys = {p.key for p in sweep.first_seed}  # --seeds: the checks read seed 0, as a run without it would
     # an image an ensemble member skipped holds another member's image: not this member's attack to judge
     rows = [r for r in per_image if r["point"] in keys and r["attacked"]]
