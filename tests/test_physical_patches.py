@@ -264,6 +264,36 @@ def test_a_file_that_is_not_a_patch_png_is_refused(tmp_path):
                           torch.tensor([10, 20, 30]) / 255)
 
 
+def _png_with_chunk_after_pixels(path, kind: bytes, data: bytes) -> None:
+    """A valid 32x32 RGB PNG with one more chunk (correct CRC) between its last IDAT and IEND."""
+    import io
+    import struct
+    import zlib
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(buf, format="PNG")
+    png = buf.getvalue()
+    end = png.rindex(b"IEND") - 4  # the IEND chunk starts with its 4-byte length
+    extra = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(png[:end] + extra + png[end:])
+
+
+@pytest.mark.parametrize("kind, data, error", [
+    (b"zTXt", b"note\x00\x01x\x9c\x03\x00\x00\x00\x00\x01", "SyntaxError"),  # compression method 1, not 0
+    (b"iCCP", b"name\x00", "IndexError"),  # the profile's compression byte is missing
+])
+def test_a_png_broken_after_its_pixels_is_a_one_line_cli_error(kind, data, error, synth_data, tmp_path, capsys):
+    """Pillow reads the chunks after IDAT only when decoding, and raises SyntaxError or IndexError (not OSError)
+    for a malformed one there: ``--apply`` once printed that traceback."""
+    _png_with_chunk_after_pixels(tmp_path / "broken.png", kind, data)
+    ann, images = synth_data
+    rc = main(["patch", "--suite", "physical", "--data", str(ann), "--images", str(images),
+               "--apply", str(tmp_path / "broken.png"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"broken.png: not a readable image ({error})" in err
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------ on the shipped model, end to end
 # The EOT-trained sticker and its twin trained without perspective: same seed, same sites and conditions.
 E2E = dict(placement="off-object", side=0.3, steps=60, batch_size=2, lr=0.1, train_images=N_TRAIN,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,9 @@ def save_pt(path: Path, obj) -> None:
 PRINT_DPI = 300  # at least this many printed dots per inch (up to MAX_PNG_SIDE): the patch enlarged to it
 MAX_PNG_SIDE = 8192  # pixels: an exported PNG is at most this wide (69 cm at 300 DPI; wider prints get fewer DPI)
 PNG_MODES = ("RGB", "L", "P", "1", "RGBA", "LA", "PA")  # 8-bit colour, grey or palette (alpha must be opaque)
+# What Pillow raises for a malformed chunk: Image.open() turns these into UnidentifiedImageError for the chunks
+# before the pixels, but a bad one after them (a zTXt with an unknown compression method) surfaces raw from load()
+PIL_BROKEN_FILE = (SyntaxError, IndexError, TypeError, struct.error)
 
 
 def export_print_png(path: Path, patch: torch.Tensor, width_cm: float) -> dict:
@@ -97,7 +101,7 @@ def read_patch_png(path: str | Path, resolution: int) -> dict:
             if size[0] > resolution:  # area averaging (BOX), in 8 bits as printed: an exported patch exactly
                 rgb = rgb.resize((resolution, resolution), Image.BOX)
             patch = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError, *PIL_BROKEN_FILE) as e:
         raise RobustsegError(f"--apply {p}: not a readable image ({type(e).__name__})") from None
     return {"patch": patch.clamp(0, 1), "kind": "physical", "print_width_cm": printed_width_cm(p),
             "path": str(p.resolve()), "sha256": sha256_file(p)}
