@@ -64,6 +64,17 @@ def test_colours_from_a_csv_and_one_line_errors_for_bad_ones(tmp_path):
         load_colours(tmp_path / "missing.csv")
 
 
+def test_a_colours_csv_in_0_1_is_refused_not_read_as_near_black(tmp_path):
+    """0-1 values would be divided by 255 like the rest: a chart of bright colours read as near-black ones."""
+    for text in ("r,g,b\n0.5,0.2,0.9\n0.1,1,0.3\n", "1,0,0\n0,1,0\n0,0,1\n"):
+        (tmp_path / "unit.csv").write_text(text)
+        with pytest.raises(RobustsegError, match="every value is at most 1.*holds r,g,b in 0-255") as e:
+            load_colours(tmp_path / "unit.csv")
+        assert len(str(e.value).splitlines()) == 1
+    (tmp_path / "measured.csv").write_text("127.4,0.5,250\n")  # fractional 0-255 values: a chart's averaged pixels
+    assert torch.allclose(load_colours(tmp_path / "measured.csv"), torch.tensor([[127.4, 0.5, 250]]) / 255)
+
+
 def test_colours_csv_edge_cases(tmp_path):
     """A spreadsheet's byte-order mark does not turn the first colour into a dropped "header"; NaN, an empty file,
     a binary file and a chart of a million colours are one-line errors."""

@@ -23,7 +23,7 @@ MAX_COLOURS = 1024  # NPS holds a (colours, r, r) distance table; a chart has te
 
 def load_colours(source: str | Path | None) -> torch.Tensor:
     """(K,3) printable colours in [0,1]: ``"default"``/None, or a CSV with one ``r,g,b`` row (0-255) per colour
-    (a header row of names is allowed)."""
+    (a header row of names is allowed). A CSV whose every value is at most 1 is refused as a 0-1 chart."""
     if source in (None, "default"):
         return DEFAULT_COLOURS.clone()
     path = Path(source)
@@ -46,6 +46,11 @@ def load_colours(source: str | Path | None) -> torch.Tensor:
         raise RobustsegError(f"printable colours {path}: no r,g,b rows")
     if len(rows) > MAX_COLOURS:
         raise RobustsegError(f"printable colours {path}: {len(rows)} colours, at most {MAX_COLOURS}")
+    # a chart written in 0-1 would otherwise be read as near-black 0-255 colours, and train a near-black patch;
+    # fractional 0-255 values (a photographed chart's averaged pixels) stay allowed
+    if max(v for rgb in rows for v in rgb) <= 1:
+        raise RobustsegError(f"printable colours {path}: every value is at most 1, as 0-1 colours would be; the CSV "
+                             f"holds r,g,b in 0-255 (0.5,0.2,0.9 is 128,51,230)")
     return torch.tensor(rows, dtype=torch.float32) / 255
 
 
