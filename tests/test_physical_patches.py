@@ -75,6 +75,18 @@ def test_a_colours_csv_in_0_1_is_refused_not_read_as_near_black(tmp_path):
     assert torch.allclose(load_colours(tmp_path / "measured.csv"), torch.tensor([[127.4, 0.5, 250]]) / 255)
 
 
+def test_a_colours_csv_over_the_limit_is_refused_at_the_first_colour_too_many(tmp_path):
+    """Reading stops at colour MAX_COLOURS + 1: the bad row after it (standing in for the rest of a huge file) is
+    never read; reading to the end first named that row instead."""
+    from robustseg.patches.printability import MAX_COLOURS
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"r,g,b\n" + b"10,20,30\n" * (MAX_COLOURS + 1) + b"1,2\n")
+    with pytest.raises(RobustsegError, match=f"more than {MAX_COLOURS} colours \\(line {MAX_COLOURS + 2}\\)"):
+        load_colours(big)
+    big.write_bytes(b"10,20,30\n" * MAX_COLOURS)  # exactly the limit is fine
+    assert load_colours(big).shape == (MAX_COLOURS, 3)
+
+
 def test_colours_csv_edge_cases(tmp_path):
     """A spreadsheet's byte-order mark does not turn the first colour into a dropped "header"; NaN, an empty file,
     a binary file and a chart of a million colours are one-line errors."""

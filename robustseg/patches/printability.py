@@ -29,6 +29,20 @@ def load_colours(source: str | Path | None) -> torch.Tensor:
     path = Path(source)
     if not path.is_file():
         raise RobustsegError(f"printable colours {path}: no such file")
+    rows = _read_rows(path)
+    if not rows:
+        raise RobustsegError(f"printable colours {path}: no r,g,b rows")
+    # a chart written in 0-1 would otherwise be read as near-black 0-255 colours, and train a near-black patch;
+    # fractional 0-255 values (a photographed chart's averaged pixels) stay allowed
+    if max(v for rgb in rows for v in rgb) <= 1:
+        raise RobustsegError(f"printable colours {path}: every value is at most 1, as 0-1 colours would be; the CSV "
+                             f"holds r,g,b in 0-255 (0.5,0.2,0.9 is 128,51,230)")
+    return torch.tensor(rows, dtype=torch.float32) / 255
+
+
+def _read_rows(path: Path) -> list[list[float]]:
+    """The CSV's r,g,b rows, read up to the first colour over MAX_COLOURS: a huge file is refused at that line,
+    not read to its end first."""
     rows = []
     try:
         # utf-8-sig: a spreadsheet's byte-order mark would otherwise make the first colour a "header", dropped
@@ -37,21 +51,15 @@ def load_colours(source: str | Path | None) -> torch.Tensor:
                 cells = [c.strip() for c in row if c.strip()]
                 if not cells or (n == 1 and not _numeric(cells[0])):
                     continue  # a blank line, or the header
+                if len(rows) == MAX_COLOURS:
+                    raise RobustsegError(f"printable colours {path}: more than {MAX_COLOURS} colours (line {n}), "
+                                         f"at most {MAX_COLOURS}")
                 rows.append(_rgb(path, n, cells))
     except (UnicodeDecodeError, csv.Error):
         raise RobustsegError(f"printable colours {path}: not a text CSV file") from None
     except OSError as e:
         raise RobustsegError(f"printable colours {path}: cannot be read ({e.strerror or type(e).__name__})") from None
-    if not rows:
-        raise RobustsegError(f"printable colours {path}: no r,g,b rows")
-    if len(rows) > MAX_COLOURS:
-        raise RobustsegError(f"printable colours {path}: {len(rows)} colours, at most {MAX_COLOURS}")
-    # a chart written in 0-1 would otherwise be read as near-black 0-255 colours, and train a near-black patch;
-    # fractional 0-255 values (a photographed chart's averaged pixels) stay allowed
-    if max(v for rgb in rows for v in rgb) <= 1:
-        raise RobustsegError(f"printable colours {path}: every value is at most 1, as 0-1 colours would be; the CSV "
-                             f"holds r,g,b in 0-255 (0.5,0.2,0.9 is 128,51,230)")
-    return torch.tensor(rows, dtype=torch.float32) / 255
+    return rows
 
 
 def _numeric(cell: str) -> bool:
