@@ -50,6 +50,39 @@ def test_quantised_patch_uses_only_printable_colours_in_8_bits():
     assert float(total_variation(torch.full((3, 8, 8), 0.3))) == 0 < float(total_variation(patch))
 
 
+def _nps_all_colours_at_once(patch, colours):
+    """NPS as first written: a (K,3,h,w) difference of the patch to every colour, then the minimum."""
+    c = colours.to(patch)[:, :, None, None]
+    return ((patch[None] - c) ** 2).sum(1).add(1e-12).sqrt().min(0).values.mean()
+
+
+@pytest.mark.parametrize("elements", [2 ** 24, 3 * 16 * 16 * 5])  # one chunk; chunks of 5 colours
+def test_nps_in_colour_chunks_equals_all_colours_at_once(elements, monkeypatch):
+    """The chunked nearest-colour search gives the very value and gradient of the (K,3,h,w) formula, ties included
+    (pixels exactly on a colour; colours listed twice, a chunk apart), and never holds more than its budget."""
+    import robustseg.patches.printability as pr
+    monkeypatch.setattr(pr, "DISTANCE_ELEMENTS", elements)
+    g = torch.Generator().manual_seed(4)
+    colours = torch.cat([DEFAULT_COLOURS, torch.rand(20, 3, generator=g), DEFAULT_COLOURS[:6]])
+    base = torch.rand(3, 16, 16, generator=g)
+    base[:, :4] = colours[3][:, None, None]  # on colour 3, which colour 47 repeats
+
+    def value_and_grad(nps):
+        patch = base.clone().requires_grad_(True)
+        value = nps(patch, colours)
+        value.backward()
+        return value.detach(), patch.grad
+    sizes = []
+    distances = pr._distances
+    monkeypatch.setattr(pr, "_distances", lambda p, c: sizes.append(c.shape[0] * p.numel()) or distances(p, c))
+    want, got = value_and_grad(_nps_all_colours_at_once), value_and_grad(non_printability)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert 0 < max(sizes) <= elements
+    nearest = pr.nearest_colour(base, colours)
+    assert torch.equal(nearest, distances(base, colours).argmin(0)) and bool((nearest[:4] == 3).all())
+    assert torch.equal(quantise(base, colours), (colours[nearest].permute(2, 0, 1) * 255).round() / 255)
+
+
 def test_colours_from_a_csv_and_one_line_errors_for_bad_ones(tmp_path):
     good = tmp_path / "chart.csv"
     good.write_text("r,g,b\n250,10,10\n\n12,200,30\n")
