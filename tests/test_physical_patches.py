@@ -181,6 +181,20 @@ def test_conditions_are_batched_seeded_and_each_applies_alone():
         assert any(not torch.allclose(a, b) for a, b in zip(alone, flat_patch)), comp
 
 
+def test_an_image_blurs_the_same_alone_or_beside_a_heavier_blur():
+    """The blur kernel's size comes from the EOT's blur range, not from the largest sigma in the batch: a photo was
+    once blurred with a kernel sized by its batchmate's sigma, so it changed with --batch-size."""
+    eot = PhysicalEOT(blur=3.0)
+    checks = (torch.arange(96)[:, None] // 4 + torch.arange(96)[None] // 4) % 2  # sharp edges everywhere
+    images = [checks.float().expand(3, -1, -1).clone(), torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(2))]
+    g = torch.Generator().manual_seed(0)
+    c = stack([{**draw(g, (48.0, 48.0, 24.0), (96, 96), eot), "blur": sigma} for sigma in (1.0, 3.0)]).only(["blur"])
+    patch = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
+    alone, beside = render(images[:1], patch, c.select([0]))[0], render(images, patch, c)[0]
+    assert torch.allclose(alone, beside, atol=1e-6, rtol=0), float((alone - beside).abs().max())
+    assert not torch.allclose(alone, images[0], atol=0.1)  # it was blurred
+
+
 def test_the_circle_a_site_keeps_clear_holds_the_tilted_sticker():
     """The pinhole enlarges a tilted sticker's near side: its corners reach beyond the half-diagonal sqrt(2) (the
     circle off-object sites were once kept clear with) up to ``reach(tilt)``, never further."""

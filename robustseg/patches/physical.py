@@ -58,6 +58,7 @@ class Conditions:
     noise_std: torch.Tensor
     quality: torch.Tensor
     noise: list[torch.Tensor]   # a standard-normal (3,H,W) field per image
+    blur_limit: float           # the largest sigma the EOT draws (PhysicalEOT.blur): it sizes the blur kernel
     active: frozenset = frozenset(COMPONENTS)
 
     def only(self, components) -> "Conditions":
@@ -68,7 +69,8 @@ class Conditions:
         cols = {k: getattr(self, k)[idx] for k in ("cx", "cy", "side", "tilt", "tilt_axis", "angle", "scale",
                                                    "brightness", "contrast", "temperature", "blur", "noise_std",
                                                    "quality")}
-        return Conditions(**cols, noise=[self.noise[i] for i in idx], active=self.active)
+        return Conditions(**cols, noise=[self.noise[i] for i in idx], blur_limit=self.blur_limit,
+                          active=self.active)
 
     def on(self, component: str, value: torch.Tensor, identity: float) -> torch.Tensor:
         return value if component in self.active else torch.full_like(value, identity)
@@ -84,13 +86,14 @@ def draw(g: torch.Generator, site: tuple[float, float, float], shape: tuple[int,
             "contrast": eot.contrast[0] + (eot.contrast[1] - eot.contrast[0]) * u[5],
             "temperature": eot.temperature * (2 * u[6] - 1), "blur": eot.blur * u[7], "noise_std": eot.noise * u[8],
             "quality": eot.jpeg[0] + (eot.jpeg[1] - eot.jpeg[0]) * u[9],
-            "noise": torch.randn(3, *shape, generator=g)}
+            "noise": torch.randn(3, *shape, generator=g), "blur_limit": eot.blur}
 
 
 def stack(draws: list[dict], device="cpu") -> Conditions:
     cols = {k: torch.tensor([d[k] for d in draws], dtype=torch.float32, device=device)
-            for k in draws[0] if k != "noise"}
-    return Conditions(**cols, noise=[d["noise"].to(device) for d in draws])
+            for k in draws[0] if k not in ("noise", "blur_limit")}
+    return Conditions(**cols, noise=[d["noise"].to(device) for d in draws],
+                      blur_limit=max(d["blur_limit"] for d in draws))
 
 
 def corners(c: Conditions) -> torch.Tensor:
@@ -137,8 +140,12 @@ def light(patch: torch.Tensor, c: Conditions) -> torch.Tensor:
 def camera(x: torch.Tensor, c: Conditions, noise: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) photos through the camera: blur, sensor noise, JPEG."""
     if "blur" in c.active and float(c.blur.max()) > 0:
+        # one kernel size for the whole distribution, not the batch's largest sigma: an image's photo must not
+        # depend on its batchmates (nor on --batch-size); a sigma of ~0 is then an exact identity kernel, and a
+        # sigma set by hand above the range still gets its 3 sigma
         sigma = c.blur.clamp_min(1e-3)[:, None].expand(-1, 2)
-        x = gaussian_blur2d(x, 2 * math.ceil(3 * float(c.blur.max())) + 1, sigma, border_type="replicate")
+        size = 2 * math.ceil(3 * max(c.blur_limit, float(c.blur.max()))) + 1
+        x = gaussian_blur2d(x, size, sigma, border_type="replicate")
     if "noise" in c.active:
         x = (x + c.noise_std[:, None, None, None] * noise).clamp(0, 1)
     if "jpeg" in c.active:
