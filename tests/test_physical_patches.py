@@ -364,6 +364,26 @@ def test_a_png_broken_after_its_pixels_is_a_one_line_cli_error(kind, data, error
     assert not (tmp_path / "out").exists()
 
 
+def test_a_saved_patch_that_is_not_a_square_of_colours_is_refused_at_load(tmp_path):
+    """A .pt given to --apply can hold anything: a non-square physical patch (the warp assumes r x r), NaN (once
+    clamped to NaN, a NaN photo) or values outside [0,1] (once clamped: a 0-255 patch judged as nearly white)."""
+    from robustseg.kinds.patch import Patches
+    suite = load_patch_suite("physical")
+    square = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cases = {"wide.pt": ({"patch": square[:, :12], "kind": "physical"}, "a 12x16 patch; a physical patch is square"),
+             "nan.pt": ({"patch": square.clone().index_fill_(1, torch.tensor([3]), float("nan")), "kind": "physical"},
+                        "non-finite values"),
+             "bytes.pt": ({"patch": square * 255, "kind": "universal"}, "values span \\[0.*, 25.*\\]"),
+             "negative.pt": (square - 0.5, "values span \\[-0.*\\]; a patch holds colours in \\[0, 1\\]")}
+    for name, (saved, expected) in cases.items():
+        torch.save(saved, tmp_path / name)
+        with pytest.raises(RobustsegError, match=expected) as e:
+            Patches(suite, apply=tmp_path / name)
+        assert len(str(e.value).splitlines()) == 1 and name in str(e.value)
+    torch.save({"patch": square, "kind": "physical"}, tmp_path / "good.pt")
+    assert torch.equal(Patches(suite, apply=tmp_path / "good.pt").physical.applied["patch"], square)
+
+
 # ------------------------------------------------------------------------------ on the shipped model, end to end
 # The EOT-trained sticker and its twin trained without perspective: same seed, same sites and conditions.
 E2E = dict(placement="off-object", side=0.3, steps=60, batch_size=2, lr=0.1, train_images=N_TRAIN,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import RobustsegError
 from ..fileio import write_json
 from ..patches.files import export_print_png, save_pt
 from ..patches.physical import area_fractions, render
@@ -29,9 +30,18 @@ BASE = "patch-physical"
 class PhysicalPatch:
     def __init__(self, suite, applied: dict | None = None):
         self.suite, self.cfg, self.applied = suite, suite["physical"], applied
+        if applied:
+            self.check_square(applied)
         self.colours = load_colours(self.cfg["colours"])  # a bad CSV is refused before anything runs
         self.components = ["all", *self.cfg["components"]]
         self.variants = ["", "print", *suite["baselines"]]
+
+    @staticmethod
+    def check_square(applied: dict) -> None:
+        """A sticker is square: the warp maps its r x r pixels onto the site's square (a .pt can hold any shape)."""
+        h, w = applied["patch"].shape[1:]
+        if h != w:
+            raise RobustsegError(f"--apply {applied['path']}: a {h}x{w} patch; a physical patch is square")
 
     @staticmethod
     def key(variant: str, component: str) -> str:

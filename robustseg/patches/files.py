@@ -16,7 +16,7 @@ from ..fileio import write_png as save_png
 
 def load_patch_file(path: str | Path) -> dict:
     """A saved patch (patches/universal.pt): {"patch": (3,h,w) tensor in [0,1], "side": ..., ...}; a bare tensor
-    is accepted too (its side then comes from the suite)."""
+    is accepted too (its side then comes from the suite). Non-finite or out-of-[0,1] values are refused."""
     p = Path(path)
     if not p.is_file():
         raise RobustsegError(f"--apply {p}: no such file")
@@ -29,7 +29,19 @@ def load_patch_file(path: str | Path) -> dict:
     if not torch.is_tensor(t) or t.dim() != 3 or t.shape[0] != 3 or not t.is_floating_point():
         raise RobustsegError(f"--apply {p}: holds no (3,h,w) float patch under 'patch' (a per-image/per-object "
                              f"file cannot be re-applied: its patches belong to their images)")
-    return {**d, "patch": t.float().clamp(0, 1), "path": str(p.resolve()), "sha256": sha256_file(p)}
+    _check_colours(p, t)
+    return {**d, "patch": t.float(), "path": str(p.resolve()), "sha256": sha256_file(p)}
+
+
+def _check_colours(p: Path, t: torch.Tensor) -> None:
+    """Every value a colour in [0,1], as every saved patch is: clamping a NaN leaves it NaN (a NaN photo), and
+    clamping a patch saved in 0-255 or normalised would judge a different, mostly black or white, patch."""
+    if not bool(torch.isfinite(t).all()):
+        raise RobustsegError(f"--apply {p}: the patch has non-finite values (NaN or inf)")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < 0 or hi > 1:
+        raise RobustsegError(f"--apply {p}: the patch's values span [{lo:.4g}, {hi:.4g}]; a patch holds colours "
+                             f"in [0, 1]")
 
 
 def read_png(path: Path) -> torch.Tensor:
