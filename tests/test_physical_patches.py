@@ -186,7 +186,8 @@ def test_an_image_blurs_the_same_alone_or_beside_a_heavier_blur():
     once blurred with a kernel sized by its batchmate's sigma, so it changed with --batch-size."""
     eot = PhysicalEOT(blur=3.0)
     checks = (torch.arange(96)[:, None] // 4 + torch.arange(96)[None] // 4) % 2  # sharp edges everywhere
-    images = [checks.float().expand(3, -1, -1).clone(), torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(2))]
+    noisy = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(2))
+    images = [checks.float().expand(3, -1, -1).clone(), noisy]
     g = torch.Generator().manual_seed(0)
     c = stack([{**draw(g, (48.0, 48.0, 24.0), (96, 96), eot), "blur": sigma} for sigma in (1.0, 3.0)]).only(["blur"])
     patch = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
