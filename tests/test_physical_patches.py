@@ -385,6 +385,26 @@ def test_a_saved_patch_that_is_not_a_square_of_colours_is_refused_at_load(tmp_pa
     assert torch.equal(Patches(suite, apply=tmp_path / "good.pt").physical.applied["patch"], square)
 
 
+def test_patches_csv_rows_of_a_point_without_image_rows_are_nan_not_a_crash():
+    """A point with no per-image rows (every image failed) gets NaN area and policy columns: np.max([]) raised."""
+    from types import SimpleNamespace
+
+    from robustseg.kinds import patch_files
+    from robustseg.kinds.patch import Patches
+    cfg = copy.deepcopy(load_patch_suite("physical").cfg)
+    cfg["kinds"], cfg["baselines"] = ["universal", "physical"], ["grey"]
+    patches = Patches(parse_patch_suite(cfg, "test"))
+    patches.physical.patches = {v: torch.full((3, 8, 8), 0.5) for v in patches.physical.variants}
+    patches.variants = {"meta": {"side": 0.2}, "history": []}
+    ap = {"bbox": {"AP": 0.5}, "segm": {"AP": 0.4}}
+    scored = SimpleNamespace(evals=dict.fromkeys(["clean", *(p.key for p in patches.points(None))], ap))
+    rows = patch_files.patches_rows(patches, None, scored, [], []) + patches.physical.rows(scored, [])
+    assert len(rows) == 2 + 3 * len(patches.physical.components)
+    for row in rows:
+        assert row["images"] == 0 and row["bbox_drop"] == 0
+        assert np.isnan([row["area_fraction"], row["area_fraction_max"], row["policy_held"]]).all()
+
+
 # ------------------------------------------------------------------------------ on the shipped model, end to end
 # The EOT-trained sticker and its twin trained without perspective: same seed, same sites and conditions.
 E2E = dict(placement="off-object", side=0.3, steps=60, batch_size=2, lr=0.1, train_images=N_TRAIN,

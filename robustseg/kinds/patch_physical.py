@@ -149,8 +149,9 @@ class PhysicalPatch:
                              "objective": self.suite["objective"] if v in ("", "print") else "", "steps": self.steps,
                              "side": self.cfg["cover"] if self.cfg["placement"] == "on-object" else self.cfg["side"],
                              "side_of": "object" if self.cfg["placement"] == "on-object" else "image",
-                             "area_fraction": float(np.mean(areas)), "area_fraction_max": float(np.max(areas)),
-                             "policy": self.cfg["placement"], "policy_held": float(np.mean(held)),
+                             "area_fraction": patch_files.or_nan(np.mean, areas),
+                             "area_fraction_max": patch_files.or_nan(np.max, areas),
+                             "policy": self.cfg["placement"], "policy_held": patch_files.or_nan(np.mean, held),
                              "images": len(areas), "nps": quality[v][0], "tv": quality[v][1],
                              "bbox_AP": m["bbox"]["AP"], "bbox_drop": clean["bbox"]["AP"] - m["bbox"]["AP"],
                              "segm_AP": m["segm"]["AP"], "segm_drop": clean["segm"]["AP"] - m["segm"]["AP"]})
