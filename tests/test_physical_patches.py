@@ -232,6 +232,17 @@ def test_sticker_sites_follow_the_placement_rule(splits):
                                for b in boxes.tolist())
 
 
+def test_an_on_object_sticker_larger_than_the_image_is_centred_on_it():
+    """A sticker covering a long thin box can be taller than the image: it is centred along that side (once moved
+    to h - r, a centre above the image), and still inside along the other."""
+    from robustseg.patches.sticker import on_object
+    g = torch.Generator().manual_seed(0)
+    for cover in (1.0, 0.5):
+        cx, cy, side = on_object(g, 10, 100, [0.0, 0.0, 100.0, 10.0], cover)
+        assert side > 10 and cy == 5.0 and side / 2 <= cx <= 100 - side / 2, (cx, cy, side)
+    assert on_object(g, 1, 1, [0.0, 0.0, 1.0, 1.0], 0.5) == (0.5, 0.5, 2.0)  # the 2-pixel minimum, both ways
+
+
 def test_the_warp_stays_finite_where_kornias_gave_nan(splits):
     """A tilted sticker's plane has a horizon; where it crosses the image, kornia's ``warp_perspective`` divides by
     (almost) zero on it: one NaN pixel, far from the sticker, and a NaN patch after the backward pass. Found in
