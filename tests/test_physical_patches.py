@@ -416,6 +416,30 @@ def test_patches_csv_rows_of_a_point_without_image_rows_are_nan_not_a_crash():
         assert np.isnan([row["area_fraction"], row["area_fraction_max"], row["policy_held"]]).all()
 
 
+def test_a_batch_measures_the_sticker_areas_once_per_view(monkeypatch):
+    """patch_images areas: one area_fractions over the batch per view (it was once called per image, each call
+    for the whole batch), each image's fraction of its own size, as measured alone."""
+    from types import SimpleNamespace
+
+    import robustseg.kinds.patch_physical as kind
+    cfg = physical_cfg(placement="anywhere", components=["none", "scale"])
+    physical = kind.PhysicalPatch(parse_patch_suite(cfg, "test"))
+    physical.patches = {v: torch.full((3, 8, 8), 0.5) for v in physical.variants}
+    images = [torch.rand(3, 48, 64), torch.rand(3, 48, 64), torch.rand(3, 40, 40)]
+    batch = SimpleNamespace(ids=[1, 2, 3], images=images, progress=lambda *a: None,
+                            targets=[{"boxes": torch.zeros(0, 4)}] * 3)
+    calls = []
+    real = kind.area_fractions
+    monkeypatch.setattr(kind, "area_fractions", lambda c, sizes: calls.append(c) or real(c, sizes))
+    out = physical.work(SimpleNamespace(seed=0), batch, lambda ctx, xs, ids: None, lambda *a: None)
+    assert len(calls) == len(physical.components)
+    for c in calls:
+        alone = [float(real(c.select([i]), [x.shape[1:]])[0]) for i, x in enumerate(images)]
+        view = "all" if c.active == frozenset(COMPONENTS) else next(iter(c.active), "none")
+        got = [r["area"] for r in out.rows["patch_images"] if r["point"] == physical.key("", view)]
+        assert got == alone and 0 < min(got)
+
+
 # ------------------------------------------------------------------------------ on the shipped model, end to end
 # The EOT-trained sticker and its twin trained without perspective: same seed, same sites and conditions.
 E2E = dict(placement="off-object", side=0.3, steps=60, batch_size=2, lr=0.1, train_images=N_TRAIN,

@@ -119,7 +119,7 @@ class PhysicalPatch:
         out = BatchOut(rows={"patch_images": []})
         for comp in self.components:
             c = drawn if comp == "all" else drawn.only([] if comp == "none" else [comp])
-            areas = [float(area_fractions(c, *x.shape[1:])[i]) for i, x in enumerate(batch.images)]
+            areas = area_fractions(c, [x.shape[1:] for x in batch.images]).tolist()
             for v in self.variants:
                 name = self.key(v, comp)
                 batch.progress(0, name)

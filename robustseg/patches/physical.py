@@ -121,11 +121,13 @@ def reach(tilt: float) -> float:
     return CAMERA_DISTANCE * math.sqrt(2 - s * s) / (CAMERA_DISTANCE + s)
 
 
-def area_fractions(c: Conditions, h: int, w: int) -> torch.Tensor:
-    """(B,) realised sticker area over image area (shoelace formula of the projected corners)."""
+def area_fractions(c: Conditions, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """(B,) realised sticker area (shoelace formula of the projected corners) over the area of each image, of
+    (h, w) ``sizes``."""
     q = corners(c)
     x, y = q[..., 0], q[..., 1]
-    return 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs() / (h * w)
+    pixels = torch.tensor([h * w for h, w in sizes], dtype=q.dtype, device=q.device)
+    return 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs() / pixels
 
 
 def light(patch: torch.Tensor, c: Conditions) -> torch.Tensor:
