@@ -8,14 +8,10 @@ from typing import Callable
 
 import torch
 
-from .apply import FIXED, sample_placement, side_pixels
+from .apply import FIXED, sample_placement, side_pixels, uniform
 from .physical import Conditions, PhysicalEOT, draw, reach, render, stack
 
 PLACEMENTS = ("on-object", "off-object", "anywhere")
-
-
-def _u(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
 def on_object(g: torch.Generator, h: int, w: int, box: list[float], cover: float) -> tuple[float, float, float]:
@@ -24,8 +20,8 @@ def on_object(g: torch.Generator, h: int, w: int, box: list[float], cover: float
     x0, y0, x1, y1 = box
     side = max(math.sqrt(cover * max(x1 - x0, 0) * max(y1 - y0, 0)), 2.0)
     r = side / 2
-    cx = _u(g, x0 + r, x1 - r) if x1 - x0 > side else (x0 + x1) / 2
-    cy = _u(g, y0 + r, y1 - r) if y1 - y0 > side else (y0 + y1) / 2
+    cx = uniform(g, x0 + r, x1 - r) if x1 - x0 > side else (x0 + x1) / 2
+    cy = uniform(g, y0 + r, y1 - r) if y1 - y0 > side else (y0 + y1) / 2
     return _inside(cx, r, w), _inside(cy, r, h), side
 
 
