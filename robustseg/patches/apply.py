@@ -59,8 +59,14 @@ def side_pixels(h: int, w: int, side: float) -> float:
     return side * math.sqrt(h * w)
 
 
+def relit(patch: torch.Tensor, brightness, contrast) -> torch.Tensor:
+    """The patch under other light, unclamped: its deviation from mid-grey times ``contrast``, plus ``brightness``
+    (numbers, or tensors that broadcast: the physical sticker's per-image light)."""
+    return contrast * (patch - 0.5) + 0.5 + brightness
+
+
 def adjust(patch: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
-    return (contrast * (patch - 0.5) + 0.5 + brightness).clamp(0, 1)
+    return relit(patch, brightness, contrast).clamp(0, 1)
 
 
 def paste(image: torch.Tensor, patch: torch.Tensor, pl: Placement) -> torch.Tensor:

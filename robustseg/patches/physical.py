@@ -23,6 +23,8 @@ from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import get_perspective_transform
 from torch.nn.functional import grid_sample
 
+from .apply import relit
+
 COMPONENTS = ("perspective", "rotation", "scale", "brightness", "contrast", "temperature", "blur", "noise", "jpeg")
 CAMERA_DISTANCE = 4.0  # pinhole distance in half-sides of the sticker: a sticker filling a tenth of the view
 
@@ -136,7 +138,7 @@ def light(patch: torch.Tensor, c: Conditions) -> torch.Tensor:
     k = c.on("contrast", c.contrast, 1.0)[:, None, None, None]
     t = c.on("temperature", c.temperature, 0.0)
     gains = torch.stack([1 + t, torch.ones_like(t), 1 - t], 1)[:, :, None, None]
-    return ((k * (patch[None] - 0.5) + 0.5 + b) * gains).clamp(0, 1)
+    return (relit(patch[None], b, k) * gains).clamp(0, 1)  # clamped once, after the colour temperature
 
 
 def camera(x: torch.Tensor, c: Conditions, noise: torch.Tensor) -> torch.Tensor:
