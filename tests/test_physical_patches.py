@@ -181,6 +181,20 @@ def test_conditions_are_batched_seeded_and_each_applies_alone():
         assert any(not torch.allclose(a, b) for a, b in zip(alone, flat_patch)), comp
 
 
+def test_selecting_images_takes_each_of_their_fields_and_keeps_the_batchs():
+    from dataclasses import fields
+    images = [torch.rand(3, 32, 32) for _ in range(3)]
+    c = _conditions(images).only(["blur"])
+    picked = c.select([2, 0])
+    for f in fields(c):
+        whole, part = getattr(c, f.name), getattr(picked, f.name)
+        if torch.is_tensor(whole) or isinstance(whole, list):
+            assert all(torch.equal(torch.as_tensor(part[j]), torch.as_tensor(whole[i])) for j, i in enumerate([2, 0]))
+            assert len(part) == 2, f.name
+        else:
+            assert part == whole, f.name
+
+
 def test_an_image_blurs_the_same_alone_or_beside_a_heavier_blur():
     """The blur kernel's size comes from the EOT's blur range, not from the largest sigma in the batch: a photo was
     once blurred with a kernel sized by its batchmate's sigma, so it changed with --batch-size."""

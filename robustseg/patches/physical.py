@@ -15,7 +15,7 @@ is exactly the perspective of "all", at the same site: the per-component rows is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from kornia.enhance import jpeg_codec_differentiable
@@ -67,12 +67,16 @@ class Conditions:
         return replace(self, active=frozenset(components))
 
     def select(self, idx: list[int]) -> "Conditions":
-        """The rows of images ``idx``."""
-        cols = {k: getattr(self, k)[idx] for k in ("cx", "cy", "side", "tilt", "tilt_axis", "angle", "scale",
-                                                   "brightness", "contrast", "temperature", "blur", "noise_std",
-                                                   "quality")}
-        return Conditions(**cols, noise=[self.noise[i] for i in idx], blur_limit=self.blur_limit,
-                          active=self.active)
+        """The rows of images ``idx``: every per-image field (a tensor or a list) is indexed, whatever fields are
+        added; the others (``blur_limit``, ``active``) belong to the whole batch and are kept."""
+        rows = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if torch.is_tensor(value):
+                rows[f.name] = value[idx]
+            elif isinstance(value, list):
+                rows[f.name] = [value[i] for i in idx]
+        return replace(self, **rows)
 
     def on(self, component: str, value: torch.Tensor, identity: float) -> torch.Tensor:
         return value if component in self.active else torch.full_like(value, identity)
