@@ -543,6 +543,24 @@ def test_perspective_costs_the_sticker_whether_or_not_it_was_trained_with_it(phy
     assert with_tilt > 0.03 and without > 0.03, (with_tilt, without)
 
 
+def test_the_perspective_benchmark_counts_a_rerun_seed_once_with_its_latest_rows(tmp_path, capsys):
+    """benchmarks/physical_perspective.py appends to its CSV: seed 2 run again replaces its first run in the
+    summary (the pivot once averaged the two)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "physical_perspective.py"
+    spec = importlib.util.spec_from_file_location("physical_perspective", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [(1, "all", 0.1), (1, "no-perspective", 0.2), (2, "all", 0.1), (2, "no-perspective", 0.3),
+            (2, "all", 0.2), (3, "all", 0.5), (1, "all", 0.1)]  # seed 2 rerun (all); seed 3 unpaired
+    pd.DataFrame([{"seed": s, "eval_images": 64, "train_eot": t, "lost": v} for s, t, v in rows]
+                 ).to_csv(tmp_path / "p.csv", index=False)
+    bench.summarise(tmp_path / "p.csv", 64)
+    out = capsys.readouterr().out
+    assert "2 seeds, 64 images" in out and "per seed 0.100, 0.100" in out, out
+
+
 def test_an_exported_patch_applies_to_another_dataset_and_bad_input_is_one_line(physical_run, synth_data, tmp_path,
                                                                              capsys):
     src, _ = physical_run
