@@ -6,7 +6,7 @@ The setting of tests/test_physical_patches.py (off-object, side 0.3, 60 steps of
 the pair is trained with every component and with every component but perspective; each is judged with no viewing
 condition and with perspective alone at the same sites. ``lost`` = AP(perspective) - AP(none), bbox, float + print
 summed; ``gap`` = lost(without) - lost(with): the criterion holds when the gap is positive. One CSV row per run is
-appended as it finishes (a stopped benchmark keeps what it measured).
+appended as it finishes (a stopped benchmark keeps what it measured); a seed run again counts with its latest rows.
 
     nice -n 10 python benchmarks/physical_perspective.py --seeds 1-8 --eval-images 64
 """
@@ -100,11 +100,17 @@ def main() -> None:
     summarise(args.csv, args.eval_images)
 
 
+def paired_gaps(df: pd.DataFrame, n_images: int) -> list[float]:
+    """lost(without) - lost(with) per seed judged on ``n_images``. The CSV is appended to, so a seed run again has
+    two rows per contender: the latest is kept (averaging them would count that seed twice, half old, half new)."""
+    df = df[df.eval_images == n_images].drop_duplicates(["seed", "train_eot"], keep="last")
+    pair = df.pivot(index="seed", columns="train_eot", values="lost").reindex(columns=["all", "no-perspective"])
+    pair = pair.dropna()
+    return (pair["no-perspective"] - pair["all"]).tolist()
+
+
 def summarise(path: Path, n_images: int) -> None:
-    df = pd.read_csv(path)
-    df = df[df.eval_images == n_images]
-    pair = df.pivot_table(index="seed", columns="train_eot", values="lost").dropna()
-    gaps = (pair["no-perspective"] - pair["all"]).tolist()
+    gaps = paired_gaps(pd.read_csv(path), n_images)
     if len(gaps) < 2:
         return
     m, s = statistics.mean(gaps), statistics.stdev(gaps)

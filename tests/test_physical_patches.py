@@ -50,6 +50,39 @@ def test_quantised_patch_uses_only_printable_colours_in_8_bits():
     assert float(total_variation(torch.full((3, 8, 8), 0.3))) == 0 < float(total_variation(patch))
 
 
+def _nps_all_colours_at_once(patch, colours):
+    """NPS as first written: a (K,3,h,w) difference of the patch to every colour, then the minimum."""
+    c = colours.to(patch)[:, :, None, None]
+    return ((patch[None] - c) ** 2).sum(1).add(1e-12).sqrt().min(0).values.mean()
+
+
+@pytest.mark.parametrize("elements", [2 ** 24, 3 * 16 * 16 * 5])  # one chunk; chunks of 5 colours
+def test_nps_in_colour_chunks_equals_all_colours_at_once(elements, monkeypatch):
+    """The chunked nearest-colour search gives the very value and gradient of the (K,3,h,w) formula, ties included
+    (pixels exactly on a colour; colours listed twice, a chunk apart), and never holds more than its budget."""
+    import robustseg.patches.printability as pr
+    monkeypatch.setattr(pr, "DISTANCE_ELEMENTS", elements)
+    g = torch.Generator().manual_seed(4)
+    colours = torch.cat([DEFAULT_COLOURS, torch.rand(20, 3, generator=g), DEFAULT_COLOURS[:6]])
+    base = torch.rand(3, 16, 16, generator=g)
+    base[:, :4] = colours[3][:, None, None]  # on colour 3, which colour 47 repeats
+
+    def value_and_grad(nps):
+        patch = base.clone().requires_grad_(True)
+        value = nps(patch, colours)
+        value.backward()
+        return value.detach(), patch.grad
+    sizes = []
+    distances = pr._distances
+    monkeypatch.setattr(pr, "_distances", lambda p, c: sizes.append(c.shape[0] * p.numel()) or distances(p, c))
+    want, got = value_and_grad(_nps_all_colours_at_once), value_and_grad(non_printability)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert 0 < max(sizes) <= elements
+    nearest = pr.nearest_colour(base, colours)
+    assert torch.equal(nearest, distances(base, colours).argmin(0)) and bool((nearest[:4] == 3).all())
+    assert torch.equal(quantise(base, colours), (colours[nearest].permute(2, 0, 1) * 255).round() / 255)
+
+
 def test_colours_from_a_csv_and_one_line_errors_for_bad_ones(tmp_path):
     good = tmp_path / "chart.csv"
     good.write_text("r,g,b\n250,10,10\n\n12,200,30\n")
@@ -62,6 +95,29 @@ def test_colours_from_a_csv_and_one_line_errors_for_bad_ones(tmp_path):
             load_colours(bad)
     with pytest.raises(RobustsegError, match="no such file"):
         load_colours(tmp_path / "missing.csv")
+
+
+def test_a_colours_csv_in_0_1_is_refused_not_read_as_near_black(tmp_path):
+    """0-1 values would be divided by 255 like the rest: a chart of bright colours read as near-black ones."""
+    for text in ("r,g,b\n0.5,0.2,0.9\n0.1,1,0.3\n", "1,0,0\n0,1,0\n0,0,1\n"):
+        (tmp_path / "unit.csv").write_text(text)
+        with pytest.raises(RobustsegError, match="every value is at most 1.*holds r,g,b in 0-255") as e:
+            load_colours(tmp_path / "unit.csv")
+        assert len(str(e.value).splitlines()) == 1
+    (tmp_path / "measured.csv").write_text("127.4,0.5,250\n")  # fractional 0-255 values: a chart's averaged pixels
+    assert torch.allclose(load_colours(tmp_path / "measured.csv"), torch.tensor([[127.4, 0.5, 250]]) / 255)
+
+
+def test_a_colours_csv_over_the_limit_is_refused_at_the_first_colour_too_many(tmp_path):
+    """Reading stops at colour MAX_COLOURS + 1: the bad row after it (standing in for the rest of a huge file) is
+    never read; reading to the end first named that row instead."""
+    from robustseg.patches.printability import MAX_COLOURS
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"r,g,b\n" + b"10,20,30\n" * (MAX_COLOURS + 1) + b"1,2\n")
+    with pytest.raises(RobustsegError, match=f"more than {MAX_COLOURS} colours \\(line {MAX_COLOURS + 2}\\)"):
+        load_colours(big)
+    big.write_bytes(b"10,20,30\n" * MAX_COLOURS)  # exactly the limit is fine
+    assert load_colours(big).shape == (MAX_COLOURS, 3)
 
 
 def test_colours_csv_edge_cases(tmp_path):
@@ -125,6 +181,35 @@ def test_conditions_are_batched_seeded_and_each_applies_alone():
         assert any(not torch.allclose(a, b) for a, b in zip(alone, flat_patch)), comp
 
 
+def test_selecting_images_takes_each_of_their_fields_and_keeps_the_batchs():
+    from dataclasses import fields
+    images = [torch.rand(3, 32, 32) for _ in range(3)]
+    c = _conditions(images).only(["blur"])
+    picked = c.select([2, 0])
+    for f in fields(c):
+        whole, part = getattr(c, f.name), getattr(picked, f.name)
+        if torch.is_tensor(whole) or isinstance(whole, list):
+            assert all(torch.equal(torch.as_tensor(part[j]), torch.as_tensor(whole[i])) for j, i in enumerate([2, 0]))
+            assert len(part) == 2, f.name
+        else:
+            assert part == whole, f.name
+
+
+def test_an_image_blurs_the_same_alone_or_beside_a_heavier_blur():
+    """The blur kernel's size comes from the EOT's blur range, not from the largest sigma in the batch: a photo was
+    once blurred with a kernel sized by its batchmate's sigma, so it changed with --batch-size."""
+    eot = PhysicalEOT(blur=3.0)
+    checks = (torch.arange(96)[:, None] // 4 + torch.arange(96)[None] // 4) % 2  # sharp edges everywhere
+    noisy = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(2))
+    images = [checks.float().expand(3, -1, -1).clone(), noisy]
+    g = torch.Generator().manual_seed(0)
+    c = stack([{**draw(g, (48.0, 48.0, 24.0), (96, 96), eot), "blur": sigma} for sigma in (1.0, 3.0)]).only(["blur"])
+    patch = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
+    alone, beside = render(images[:1], patch, c.select([0]))[0], render(images, patch, c)[0]
+    assert torch.allclose(alone, beside, atol=1e-6, rtol=0), float((alone - beside).abs().max())
+    assert not torch.allclose(alone, images[0], atol=0.1)  # it was blurred
+
+
 def test_the_circle_a_site_keeps_clear_holds_the_tilted_sticker():
     """The pinhole enlarges a tilted sticker's near side: its corners reach beyond the half-diagonal sqrt(2) (the
     circle off-object sites were once kept clear with) up to ``reach(tilt)``, never further."""
@@ -159,6 +244,17 @@ def test_sticker_sites_follow_the_placement_rule(splits):
             if held:
                 assert not any(b[0] - 1 < cx + r and b[2] + 1 > cx - r and b[1] - 1 < cy + r and b[3] + 1 > cy - r
                                for b in boxes.tolist())
+
+
+def test_an_on_object_sticker_larger_than_the_image_is_centred_on_it():
+    """A sticker covering a long thin box can be taller than the image: it is centred along that side (once moved
+    to h - r, a centre above the image), and still inside along the other."""
+    from robustseg.patches.sticker import on_object
+    g = torch.Generator().manual_seed(0)
+    for cover in (1.0, 0.5):
+        cx, cy, side = on_object(g, 10, 100, [0.0, 0.0, 100.0, 10.0], cover)
+        assert side > 10 and cy == 5.0 and side / 2 <= cx <= 100 - side / 2, (cx, cy, side)
+    assert on_object(g, 1, 1, [0.0, 0.0, 1.0, 1.0], 0.5) == (0.5, 0.5, 2.0)  # the 2-pixel minimum, both ways
 
 
 def test_the_warp_stays_finite_where_kornias_gave_nan(splits):
@@ -264,6 +360,100 @@ def test_a_file_that_is_not_a_patch_png_is_refused(tmp_path):
                           torch.tensor([10, 20, 30]) / 255)
 
 
+def _png_with_chunk_after_pixels(path, kind: bytes, data: bytes) -> None:
+    """A valid 32x32 RGB PNG with one more chunk (correct CRC) between its last IDAT and IEND."""
+    import io
+    import struct
+    import zlib
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(buf, format="PNG")
+    png = buf.getvalue()
+    end = png.rindex(b"IEND") - 4  # the IEND chunk starts with its 4-byte length
+    extra = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(png[:end] + extra + png[end:])
+
+
+@pytest.mark.parametrize("kind, data, error", [
+    (b"zTXt", b"note\x00\x01x\x9c\x03\x00\x00\x00\x00\x01", "SyntaxError"),  # compression method 1, not 0
+    (b"iCCP", b"name\x00", "IndexError"),  # the profile's compression byte is missing
+])
+def test_a_png_broken_after_its_pixels_is_a_one_line_cli_error(kind, data, error, synth_data, tmp_path, capsys):
+    """Pillow reads the chunks after IDAT only when decoding, and raises SyntaxError or IndexError (not OSError)
+    for a malformed one there: ``--apply`` once printed that traceback."""
+    _png_with_chunk_after_pixels(tmp_path / "broken.png", kind, data)
+    ann, images = synth_data
+    rc = main(["patch", "--suite", "physical", "--data", str(ann), "--images", str(images),
+               "--apply", str(tmp_path / "broken.png"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"broken.png: not a readable image ({error})" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_saved_patch_that_is_not_a_square_of_colours_is_refused_at_load(tmp_path):
+    """A .pt given to --apply can hold anything: a non-square physical patch (the warp assumes r x r), NaN (once
+    clamped to NaN, a NaN photo) or values outside [0,1] (once clamped: a 0-255 patch judged as nearly white)."""
+    from robustseg.kinds.patch import Patches
+    suite = load_patch_suite("physical")
+    square = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cases = {"wide.pt": ({"patch": square[:, :12], "kind": "physical"}, "a 12x16 patch; a physical patch is square"),
+             "nan.pt": ({"patch": square.clone().index_fill_(1, torch.tensor([3]), float("nan")), "kind": "physical"},
+                        "non-finite values"),
+             "bytes.pt": ({"patch": square * 255, "kind": "universal"}, "values span \\[0.*, 25.*\\]"),
+             "negative.pt": (square - 0.5, "values span \\[-0.*\\]; a patch holds colours in \\[0, 1\\]")}
+    for name, (saved, expected) in cases.items():
+        torch.save(saved, tmp_path / name)
+        with pytest.raises(RobustsegError, match=expected) as e:
+            Patches(suite, apply=tmp_path / name)
+        assert len(str(e.value).splitlines()) == 1 and name in str(e.value)
+    torch.save({"patch": square, "kind": "physical"}, tmp_path / "good.pt")
+    assert torch.equal(Patches(suite, apply=tmp_path / "good.pt").physical.applied["patch"], square)
+
+
+def test_patches_csv_rows_of_a_point_without_image_rows_are_nan_not_a_crash():
+    """A point with no per-image rows (every image failed) gets NaN area and policy columns: np.max([]) raised."""
+    from types import SimpleNamespace
+
+    from robustseg.kinds import patch_files
+    from robustseg.kinds.patch import Patches
+    cfg = copy.deepcopy(load_patch_suite("physical").cfg)
+    cfg["kinds"], cfg["baselines"] = ["universal", "physical"], ["grey"]
+    patches = Patches(parse_patch_suite(cfg, "test"))
+    patches.physical.patches = {v: torch.full((3, 8, 8), 0.5) for v in patches.physical.variants}
+    patches.variants = {"meta": {"side": 0.2}, "history": []}
+    ap = {"bbox": {"AP": 0.5}, "segm": {"AP": 0.4}}
+    scored = SimpleNamespace(evals=dict.fromkeys(["clean", *(p.key for p in patches.points(None))], ap))
+    rows = patch_files.patches_rows(patches, None, scored, [], []) + patches.physical.rows(scored, [])
+    assert len(rows) == 2 + 3 * len(patches.physical.components)
+    for row in rows:
+        assert row["images"] == 0 and row["bbox_drop"] == 0
+        assert np.isnan([row["area_fraction"], row["area_fraction_max"], row["policy_held"]]).all()
+
+
+def test_a_batch_measures_the_sticker_areas_once_per_view(monkeypatch):
+    """patch_images areas: one area_fractions over the batch per view (it was once called per image, each call
+    for the whole batch), each image's fraction of its own size, as measured alone."""
+    from types import SimpleNamespace
+
+    import robustseg.kinds.patch_physical as kind
+    cfg = physical_cfg(placement="anywhere", components=["none", "scale"])
+    physical = kind.PhysicalPatch(parse_patch_suite(cfg, "test"))
+    physical.patches = {v: torch.full((3, 8, 8), 0.5) for v in physical.variants}
+    images = [torch.rand(3, 48, 64), torch.rand(3, 48, 64), torch.rand(3, 40, 40)]
+    batch = SimpleNamespace(ids=[1, 2, 3], images=images, progress=lambda *a: None,
+                            targets=[{"boxes": torch.zeros(0, 4)}] * 3)
+    calls = []
+    real = kind.area_fractions
+    monkeypatch.setattr(kind, "area_fractions", lambda c, sizes: calls.append(c) or real(c, sizes))
+    out = physical.work(SimpleNamespace(seed=0), batch, lambda ctx, xs, ids: None, lambda *a: None)
+    assert len(calls) == len(physical.components)
+    for c in calls:
+        alone = [float(real(c.select([i]), [x.shape[1:]])[0]) for i, x in enumerate(images)]
+        view = "all" if c.active == frozenset(COMPONENTS) else next(iter(c.active), "none")
+        got = [r["area"] for r in out.rows["patch_images"] if r["point"] == physical.key("", view)]
+        assert got == alone and 0 < min(got)
+
+
 # ------------------------------------------------------------------------------ on the shipped model, end to end
 # The EOT-trained sticker and its twin trained without perspective: same seed, same sites and conditions.
 E2E = dict(placement="off-object", side=0.3, steps=60, batch_size=2, lr=0.1, train_images=N_TRAIN,
@@ -351,6 +541,24 @@ def test_perspective_costs_the_sticker_whether_or_not_it_was_trained_with_it(phy
                    for v in ("patch-physical", "patch-physical-print"))
     with_tilt, without = lost(physical_run[1]), lost(flat_run[1])
     assert with_tilt > 0.03 and without > 0.03, (with_tilt, without)
+
+
+def test_the_perspective_benchmark_counts_a_rerun_seed_once_with_its_latest_rows(tmp_path, capsys):
+    """benchmarks/physical_perspective.py appends to its CSV: seed 2 run again replaces its first run in the
+    summary (the pivot once averaged the two)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "physical_perspective.py"
+    spec = importlib.util.spec_from_file_location("physical_perspective", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [(1, "all", 0.1), (1, "no-perspective", 0.2), (2, "all", 0.1), (2, "no-perspective", 0.3),
+            (2, "all", 0.2), (3, "all", 0.5), (1, "all", 0.1)]  # seed 2 rerun (all); seed 3 unpaired
+    pd.DataFrame([{"seed": s, "eval_images": 64, "train_eot": t, "lost": v} for s, t, v in rows]
+                 ).to_csv(tmp_path / "p.csv", index=False)
+    bench.summarise(tmp_path / "p.csv", 64)
+    out = capsys.readouterr().out
+    assert "2 seeds, 64 images" in out and "per seed 0.100, 0.100" in out, out
 
 
 def test_an_exported_patch_applies_to_another_dataset_and_bad_input_is_one_line(physical_run, synth_data, tmp_path,

@@ -118,14 +118,21 @@ def patches_rows(kind_obj, ctx, scored, per_image: list[dict], objective: list[d
             areas, m = [r["area"] for r in mine], scored.evals[name]
             row = {"point": name, "attack": name, "kind": kind, "variant": b or "adversarial",
                    "objective": s["objective"] if not b else "", "steps": kind_obj.steps(kind),
-                   **_placement(kind_obj, kind), "area_fraction": float(np.mean(areas)),
-                   "area_fraction_max": float(np.max(areas)), "policy_held": float(np.mean([r["held"] for r in mine])),
+                   **_placement(kind_obj, kind), "area_fraction": or_nan(np.mean, areas),
+                   "area_fraction_max": or_nan(np.max, areas),
+                   "policy_held": or_nan(np.mean, [r["held"] for r in mine]),
                    "images": len(mine), "bbox_AP": m["bbox"]["AP"], "bbox_drop": clean["bbox"]["AP"] - m["bbox"]["AP"],
                    "segm_AP": m["segm"]["AP"], "segm_drop": clean["segm"]["AP"] - m["segm"]["AP"]}
             if not b:
                 row.update(_objective_trend(kind_obj, kind, objective))
             out.append(row)
     return out
+
+
+def or_nan(reduce, values: list) -> float:
+    """``reduce`` (np.mean, np.max) of a point's per-image values, NaN where it has none (every image failed):
+    np.max([]) raises, and np.mean([]) warns."""
+    return float(reduce(values)) if values else float("nan")
 
 
 def _placement(kind_obj, kind: str) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import RobustsegError
 from ..fileio import write_json
 from ..patches.files import export_print_png, save_pt
 from ..patches.physical import area_fractions, render
@@ -29,9 +30,18 @@ BASE = "patch-physical"
 class PhysicalPatch:
     def __init__(self, suite, applied: dict | None = None):
         self.suite, self.cfg, self.applied = suite, suite["physical"], applied
+        if applied:
+            self.check_square(applied)
         self.colours = load_colours(self.cfg["colours"])  # a bad CSV is refused before anything runs
         self.components = ["all", *self.cfg["components"]]
         self.variants = ["", "print", *suite["baselines"]]
+
+    @staticmethod
+    def check_square(applied: dict) -> None:
+        """A sticker is square: the warp maps its r x r pixels onto the site's square (a .pt can hold any shape)."""
+        h, w = applied["patch"].shape[1:]
+        if h != w:
+            raise RobustsegError(f"--apply {applied['path']}: a {h}x{w} patch; a physical patch is square")
 
     @staticmethod
     def key(variant: str, component: str) -> str:
@@ -109,7 +119,7 @@ class PhysicalPatch:
         out = BatchOut(rows={"patch_images": []})
         for comp in self.components:
             c = drawn if comp == "all" else drawn.only([] if comp == "none" else [comp])
-            areas = [float(area_fractions(c, *x.shape[1:])[i]) for i, x in enumerate(batch.images)]
+            areas = area_fractions(c, [x.shape[1:] for x in batch.images]).tolist()
             for v in self.variants:
                 name = self.key(v, comp)
                 batch.progress(0, name)
@@ -139,8 +149,9 @@ class PhysicalPatch:
                              "objective": self.suite["objective"] if v in ("", "print") else "", "steps": self.steps,
                              "side": self.cfg["cover"] if self.cfg["placement"] == "on-object" else self.cfg["side"],
                              "side_of": "object" if self.cfg["placement"] == "on-object" else "image",
-                             "area_fraction": float(np.mean(areas)), "area_fraction_max": float(np.max(areas)),
-                             "policy": self.cfg["placement"], "policy_held": float(np.mean(held)),
+                             "area_fraction": patch_files.or_nan(np.mean, areas),
+                             "area_fraction_max": patch_files.or_nan(np.max, areas),
+                             "policy": self.cfg["placement"], "policy_held": patch_files.or_nan(np.mean, held),
                              "images": len(areas), "nps": quality[v][0], "tv": quality[v][1],
                              "bbox_AP": m["bbox"]["AP"], "bbox_drop": clean["bbox"]["AP"] - m["bbox"]["AP"],
                              "segm_AP": m["segm"]["AP"], "segm_drop": clean["segm"]["AP"] - m["segm"]["AP"]})

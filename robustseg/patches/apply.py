@@ -59,8 +59,14 @@ def side_pixels(h: int, w: int, side: float) -> float:
     return side * math.sqrt(h * w)
 
 
+def relit(patch: torch.Tensor, brightness, contrast) -> torch.Tensor:
+    """The patch under other light, unclamped: its deviation from mid-grey times ``contrast``, plus ``brightness``
+    (numbers, or tensors that broadcast: the physical sticker's per-image light)."""
+    return contrast * (patch - 0.5) + 0.5 + brightness
+
+
 def adjust(patch: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
-    return (contrast * (patch - 0.5) + 0.5 + brightness).clamp(0, 1)
+    return relit(patch, brightness, contrast).clamp(0, 1)
 
 
 def paste(image: torch.Tensor, patch: torch.Tensor, pl: Placement) -> torch.Tensor:
@@ -100,7 +106,8 @@ def _overlaps(fp, boxes: torch.Tensor, margin: float) -> bool:
                  & (b[:, 3] > y0 - margin)).any())
 
 
-def _u(g: torch.Generator, lo: float, hi: float) -> float:
+def uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    """One seeded draw from [lo, hi) (one number from ``g``, whatever the range)."""
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
@@ -117,21 +124,21 @@ def sample_placement(g: torch.Generator, h: int, w: int, side_px: float, boxes: 
     boxes = boxes.detach().float().cpu().reshape(-1, 4)
     pl = None
     for _ in range(TRIES):
-        side = side_px * _u(g, *eot.scale)
-        angle = math.radians(_u(g, -eot.rotation, eot.rotation))
-        bright, contrast = _u(g, -eot.brightness, eot.brightness), _u(g, *eot.contrast)
+        side = side_px * uniform(g, *eot.scale)
+        angle = math.radians(uniform(g, -eot.rotation, eot.rotation))
+        bright, contrast = uniform(g, -eot.brightness, eot.brightness), uniform(g, *eot.contrast)
         r = side / 2 * (abs(math.cos(angle)) + abs(math.sin(angle)))
         lo_x, hi_x, lo_y, hi_y = min(r, w / 2), max(w - r, w / 2), min(r, h / 2), max(h - r, h / 2)
         if policy == "on-objects" and len(boxes):
             b = boxes[int(torch.randint(len(boxes), (), generator=g))].tolist()
             # the centre inside the box, and the patch inside the image where both can hold
-            cx = _u(g, max(b[0], lo_x), min(b[2], hi_x)) if max(b[0], lo_x) < min(b[2], hi_x) else \
+            cx = uniform(g, max(b[0], lo_x), min(b[2], hi_x)) if max(b[0], lo_x) < min(b[2], hi_x) else \
                 min(max((b[0] + b[2]) / 2, lo_x), hi_x)
-            cy = _u(g, max(b[1], lo_y), min(b[3], hi_y)) if max(b[1], lo_y) < min(b[3], hi_y) else \
+            cy = uniform(g, max(b[1], lo_y), min(b[3], hi_y)) if max(b[1], lo_y) < min(b[3], hi_y) else \
                 min(max((b[1] + b[3]) / 2, lo_y), hi_y)
             ok = b[0] <= cx <= b[2] and b[1] <= cy <= b[3]
         else:
-            cx, cy = _u(g, lo_x, hi_x), _u(g, lo_y, hi_y)
+            cx, cy = uniform(g, lo_x, hi_x), uniform(g, lo_y, hi_y)
             ok = True
         pl = Placement(cx, cy, side, angle, bright, contrast)
         if policy == "avoid-objects":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from ..fileio import write_png as save_png
 
 def load_patch_file(path: str | Path) -> dict:
     """A saved patch (patches/universal.pt): {"patch": (3,h,w) tensor in [0,1], "side": ..., ...}; a bare tensor
-    is accepted too (its side then comes from the suite)."""
+    is accepted too (its side then comes from the suite). Non-finite or out-of-[0,1] values are refused."""
     p = Path(path)
     if not p.is_file():
         raise RobustsegError(f"--apply {p}: no such file")
@@ -28,7 +29,19 @@ def load_patch_file(path: str | Path) -> dict:
     if not torch.is_tensor(t) or t.dim() != 3 or t.shape[0] != 3 or not t.is_floating_point():
         raise RobustsegError(f"--apply {p}: holds no (3,h,w) float patch under 'patch' (a per-image/per-object "
                              f"file cannot be re-applied: its patches belong to their images)")
-    return {**d, "patch": t.float().clamp(0, 1), "path": str(p.resolve()), "sha256": sha256_file(p)}
+    _check_colours(p, t)
+    return {**d, "patch": t.float(), "path": str(p.resolve()), "sha256": sha256_file(p)}
+
+
+def _check_colours(p: Path, t: torch.Tensor) -> None:
+    """Every value a colour in [0,1], as every saved patch is: clamping a NaN leaves it NaN (a NaN photo), and
+    clamping a patch saved in 0-255 or normalised would judge a different, mostly black or white, patch."""
+    if not bool(torch.isfinite(t).all()):
+        raise RobustsegError(f"--apply {p}: the patch has non-finite values (NaN or inf)")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < 0 or hi > 1:
+        raise RobustsegError(f"--apply {p}: the patch's values span [{lo:.4g}, {hi:.4g}]; a patch holds colours "
+                             f"in [0, 1]")
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -52,6 +65,9 @@ def save_pt(path: Path, obj) -> None:
 PRINT_DPI = 300  # at least this many printed dots per inch (up to MAX_PNG_SIDE): the patch enlarged to it
 MAX_PNG_SIDE = 8192  # pixels: an exported PNG is at most this wide (69 cm at 300 DPI; wider prints get fewer DPI)
 PNG_MODES = ("RGB", "L", "P", "1", "RGBA", "LA", "PA")  # 8-bit colour, grey or palette (alpha must be opaque)
+# What Pillow raises for a malformed chunk: Image.open() turns these into UnidentifiedImageError for the chunks
+# before the pixels, but a bad one after them (a zTXt with an unknown compression method) surfaces raw from load()
+PIL_BROKEN_FILE = (SyntaxError, IndexError, TypeError, struct.error)
 
 
 def export_print_png(path: Path, patch: torch.Tensor, width_cm: float) -> dict:
@@ -97,7 +113,7 @@ def read_patch_png(path: str | Path, resolution: int) -> dict:
             if size[0] > resolution:  # area averaging (BOX), in 8 bits as printed: an exported patch exactly
                 rgb = rgb.resize((resolution, resolution), Image.BOX)
             patch = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError, *PIL_BROKEN_FILE) as e:
         raise RobustsegError(f"--apply {p}: not a readable image ({type(e).__name__})") from None
     return {"patch": patch.clamp(0, 1), "kind": "physical", "print_width_cm": printed_width_cm(p),
             "path": str(p.resolve()), "sha256": sha256_file(p)}

@@ -15,13 +15,15 @@ is exactly the perspective of "all", at the same site: the per-component rows is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import get_perspective_transform
 from torch.nn.functional import grid_sample
+
+from .apply import relit
 
 COMPONENTS = ("perspective", "rotation", "scale", "brightness", "contrast", "temperature", "blur", "noise", "jpeg")
 CAMERA_DISTANCE = 4.0  # pinhole distance in half-sides of the sticker: a sticker filling a tenth of the view
@@ -58,17 +60,23 @@ class Conditions:
     noise_std: torch.Tensor
     quality: torch.Tensor
     noise: list[torch.Tensor]   # a standard-normal (3,H,W) field per image
+    blur_limit: float           # the largest sigma the EOT draws (PhysicalEOT.blur): it sizes the blur kernel
     active: frozenset = frozenset(COMPONENTS)
 
     def only(self, components) -> "Conditions":
         return replace(self, active=frozenset(components))
 
     def select(self, idx: list[int]) -> "Conditions":
-        """The rows of images ``idx``."""
-        cols = {k: getattr(self, k)[idx] for k in ("cx", "cy", "side", "tilt", "tilt_axis", "angle", "scale",
-                                                   "brightness", "contrast", "temperature", "blur", "noise_std",
-                                                   "quality")}
-        return Conditions(**cols, noise=[self.noise[i] for i in idx], active=self.active)
+        """The rows of images ``idx``: every per-image field (a tensor or a list) is indexed, whatever fields are
+        added; the others (``blur_limit``, ``active``) belong to the whole batch and are kept."""
+        rows = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if torch.is_tensor(value):
+                rows[f.name] = value[idx]
+            elif isinstance(value, list):
+                rows[f.name] = [value[i] for i in idx]
+        return replace(self, **rows)
 
     def on(self, component: str, value: torch.Tensor, identity: float) -> torch.Tensor:
         return value if component in self.active else torch.full_like(value, identity)
@@ -84,13 +92,14 @@ def draw(g: torch.Generator, site: tuple[float, float, float], shape: tuple[int,
             "contrast": eot.contrast[0] + (eot.contrast[1] - eot.contrast[0]) * u[5],
             "temperature": eot.temperature * (2 * u[6] - 1), "blur": eot.blur * u[7], "noise_std": eot.noise * u[8],
             "quality": eot.jpeg[0] + (eot.jpeg[1] - eot.jpeg[0]) * u[9],
-            "noise": torch.randn(3, *shape, generator=g)}
+            "noise": torch.randn(3, *shape, generator=g), "blur_limit": eot.blur}
 
 
 def stack(draws: list[dict], device="cpu") -> Conditions:
     cols = {k: torch.tensor([d[k] for d in draws], dtype=torch.float32, device=device)
-            for k in draws[0] if k != "noise"}
-    return Conditions(**cols, noise=[d["noise"].to(device) for d in draws])
+            for k in draws[0] if k not in ("noise", "blur_limit")}
+    return Conditions(**cols, noise=[d["noise"].to(device) for d in draws],
+                      blur_limit=max(d["blur_limit"] for d in draws))
 
 
 def corners(c: Conditions) -> torch.Tensor:
@@ -118,11 +127,13 @@ def reach(tilt: float) -> float:
     return CAMERA_DISTANCE * math.sqrt(2 - s * s) / (CAMERA_DISTANCE + s)
 
 
-def area_fractions(c: Conditions, h: int, w: int) -> torch.Tensor:
-    """(B,) realised sticker area over image area (shoelace formula of the projected corners)."""
+def area_fractions(c: Conditions, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """(B,) realised sticker area (shoelace formula of the projected corners) over the area of each image, of
+    (h, w) ``sizes``."""
     q = corners(c)
     x, y = q[..., 0], q[..., 1]
-    return 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs() / (h * w)
+    pixels = torch.tensor([h * w for h, w in sizes], dtype=q.dtype, device=q.device)
+    return 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs() / pixels
 
 
 def light(patch: torch.Tensor, c: Conditions) -> torch.Tensor:
@@ -131,14 +142,18 @@ def light(patch: torch.Tensor, c: Conditions) -> torch.Tensor:
     k = c.on("contrast", c.contrast, 1.0)[:, None, None, None]
     t = c.on("temperature", c.temperature, 0.0)
     gains = torch.stack([1 + t, torch.ones_like(t), 1 - t], 1)[:, :, None, None]
-    return ((k * (patch[None] - 0.5) + 0.5 + b) * gains).clamp(0, 1)
+    return (relit(patch[None], b, k) * gains).clamp(0, 1)  # clamped once, after the colour temperature
 
 
 def camera(x: torch.Tensor, c: Conditions, noise: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) photos through the camera: blur, sensor noise, JPEG."""
     if "blur" in c.active and float(c.blur.max()) > 0:
+        # one kernel size for the whole distribution, not the batch's largest sigma: an image's photo must not
+        # depend on its batchmates (nor on --batch-size); a sigma of ~0 is then an exact identity kernel, and a
+        # sigma set by hand above the range still gets its 3 sigma
         sigma = c.blur.clamp_min(1e-3)[:, None].expand(-1, 2)
-        x = gaussian_blur2d(x, 2 * math.ceil(3 * float(c.blur.max())) + 1, sigma, border_type="replicate")
+        size = 2 * math.ceil(3 * max(c.blur_limit, float(c.blur.max()))) + 1
+        x = gaussian_blur2d(x, size, sigma, border_type="replicate")
     if "noise" in c.active:
         x = (x + c.noise_std[:, None, None, None] * noise).clamp(0, 1)
     if "jpeg" in c.active:

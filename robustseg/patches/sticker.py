@@ -8,25 +8,27 @@ from typing import Callable
 
 import torch
 
-from .apply import FIXED, sample_placement, side_pixels
+from .apply import FIXED, sample_placement, side_pixels, uniform
 from .physical import Conditions, PhysicalEOT, draw, reach, render, stack
 
 PLACEMENTS = ("on-object", "off-object", "anywhere")
 
 
-def _u(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=g))
-
-
 def on_object(g: torch.Generator, h: int, w: int, box: list[float], cover: float) -> tuple[float, float, float]:
     """A square of ``cover`` x the box's area, at a seeded position inside the box (its centre when it does not
-    fit), moved inside the image."""
+    fit), moved inside the image (centred on it along a side it is larger than)."""
     x0, y0, x1, y1 = box
     side = max(math.sqrt(cover * max(x1 - x0, 0) * max(y1 - y0, 0)), 2.0)
     r = side / 2
-    cx = _u(g, x0 + r, x1 - r) if x1 - x0 > side else (x0 + x1) / 2
-    cy = _u(g, y0 + r, y1 - r) if y1 - y0 > side else (y0 + y1) / 2
-    return min(max(cx, r), w - r), min(max(cy, r), h - r), side
+    cx = uniform(g, x0 + r, x1 - r) if x1 - x0 > side else (x0 + x1) / 2
+    cy = uniform(g, y0 + r, y1 - r) if y1 - y0 > side else (y0 + y1) / 2
+    return _inside(cx, r, w), _inside(cy, r, h), side
+
+
+def _inside(centre: float, r: float, extent: float) -> float:
+    """``centre`` moved so that [centre - r, centre + r] lies in [0, extent]; the middle when it cannot (a sticker
+    wider than the image, as one covering a long thin box can be), never a centre off the image."""
+    return min(max(centre, min(r, extent / 2)), max(extent - r, extent / 2))
 
 
 def site(g: torch.Generator, h: int, w: int, boxes: torch.Tensor, cfg: dict, eot: PhysicalEOT
