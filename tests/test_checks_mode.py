@@ -20,11 +20,11 @@ def test_the_probe_fits_the_work_in_quick_mode():
     quick_suite = plan_probe("quick", 32, 32 * (4 * 1 + 4 * 10), None)  # the default run
     # PGD-10 (at most) on 8 images, the determinism repeat and finite difference on 4 of them
     assert quick_suite["images"] == 8 and quick_suite["repeat_images"] == 4
-    assert quick_suite["gradient_evaluations"] == 8 * 10 + 4 * 3
-    assert plan_probe("full", 32, 1, None)["gradient_evaluations"] == 8 * (20 + 3)  # PGD-20 whatever the work
+    assert quick_suite["gradient_evaluations"] == 8 * 10 + 4 * 2  # the finite difference reuses the repeat's
+    assert plan_probe("full", 32, 1, None)["gradient_evaluations"] == 8 * (20 + 2)  # PGD-20 whatever the work
     one_step = plan_probe("quick", 4, 4 * 1, None)  # a one-step attack on 4 photos: the probe would dominate
     assert one_step["images"] == 0 and "--checks full" in one_step["skipped"]
-    assert plan_probe("quick", 4, 46, None)["images"] == 3  # 3 x (10 + 3) <= 46
+    assert plan_probe("quick", 4, 46, None)["images"] == 3  # 3 x (10 + 2) <= 46 < 4 x 12
     assert plan_probe("full", 4, 4, None)["images"] == 4
     assert plan_probe("off", 32, 10_000, None)["images"] == 0
 

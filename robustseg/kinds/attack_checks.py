@@ -44,9 +44,9 @@ def health_rows(grads: list[torch.Tensor], ids, objective_name: str) -> list[dic
 
 
 CHECKS = ("full", "quick", "off")
-# gradient evaluations per probe image besides the probe's PGD: the determinism repeat (two) and the finite-difference
-# check (one, with two loss evaluations)
-REPEAT_COST = 3
+# gradient evaluations per probe image besides the probe's PGD: the determinism repeat (two; the finite-difference
+# check reuses the first, with two loss evaluations)
+REPEAT_COST = 2
 
 
 def plan_probe(mode: str, images: int, attack_gradients: int, sanity_images: int | None, eot: int = 1) -> dict:
@@ -175,7 +175,7 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
     are: a randomised model is probed the way it was attacked."""
     scorings = 1 + sum(1 for k in sanity.PROBE["scored_at"] if k < steps)  # at most: it may stop at the first
     cost = len(eval_ids) * (len(sanity.PROBE["ladder"]) + scorings + eot * steps * GRADIENT_COST) + \
-        repeat_images * (2 * (1 + eot * GRADIENT_COST) + eot * (GRADIENT_COST + 2))
+        repeat_images * (2 * (1 + eot * GRADIENT_COST) + eot * 2)
     bar = Progress(cost, "checks", enabled=ctx.opts.progress and ctx.dist.main)
     probe = _ProbeImages(ctx, eval_ids, ctx.opts.bootstrap, bar, eot)
     keep = set(eval_ids)
@@ -190,12 +190,12 @@ def masking_probe(ctx, eval_ids: list[int], clean_results: list[dict], steps: in
     ap, boots, taken = probe.walked(PGD(steps=steps, random_start=False), eps,
                                     lambda ap: ap <= sanity.FAR_BELOW * noise_ap)  # sanity.moderate_eps's pass
     bar(0, "determinism repeat")
-    repeat = repeatability(ctx, probe, repeat_images)
+    repeat, first_gradients = repeatability(ctx, probe, repeat_images)
     bar(repeat_images * 2 * (1 + eot * GRADIENT_COST), "finite-difference gradient check")
     out = {"eps": eps, "steps": steps, "steps_taken": taken, "images": len(eval_ids), "ap": ap, "clean_ap": clean_ap,
            "noise_ap": noise_ap, "interval": _gap(noise_boots, boots),
            "ladder": [{"eps": e, "noise_ap": a} for e, a, _ in ladder], "repeat": repeat,
-           "fidelity": fidelity(ctx, probe, repeat_images)}
+           "fidelity": fidelity(ctx, probe, first_gradients)}
     bar(bar.bar.total - bar.bar.n)  # the noise ladder may stop early: the bar ends full
     bar.close()
     return out
@@ -220,22 +220,30 @@ def _agreement(g1: torch.Tensor, g2: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(g1.flatten(), g2.flatten(), dim=0, eps=1e-30))
 
 
-def repeatability(ctx, probe: _ProbeImages, first: int) -> dict:
-    """The probe images predicted twice and their input gradients taken twice, each time under another seed, with
-    every anchor and proposal in the loss (so a deterministic model has nothing random left to draw); the
-    ``first`` probe images."""
-    model, diff, cosines = ctx.lm.model, 0.0, []
+def repeatability(ctx, probe: _ProbeImages, first: int) -> tuple[dict, list[tuple[int, torch.Tensor]]]:
+    """The ``first`` probe images predicted twice and their input gradients taken twice, each time under another
+    seed, with every anchor and proposal in the loss (so a deterministic model has nothing random left to draw).
+    Each gradient is of one image alone, so the first run's, with its seed, also serve ``fidelity``."""
+    model, diff, cosines, first_run = ctx.lm.model, 0.0, [], []
     for sub, imgs, tgts in probe.chunks(first):
         runs = []
         for r in (1, 2):
             torch.manual_seed(derived_seed(ctx.seed, "repeat", r, sub[0]))
             outputs = predict(model, imgs)
-            with attack_mode(model), every_sample(model):
-                grads, _ = gradients(model, probe.objective(), imgs, tgts, sanitize=False)
-            runs.append((outputs, grads))
+            runs.append((outputs, [_alone_gradient(ctx, probe, x, t, derived_seed(ctx.seed, "repeat", r, iid))
+                                   for iid, x, t in zip(sub, imgs, tgts)]))
         diff = max(diff, _prediction_diff(runs[0][0], runs[1][0], imgs))
-        cosines += [_agreement(g1, g2) for g1, g2 in zip(runs[0][1], runs[1][1])]
-    return {"images": first, "prediction_diff": diff, "gradient_cosine": min(cosines), "eot": probe.eot}
+        cosines += [_agreement(g1, g2) for (_, g1), (_, g2) in zip(runs[0][1], runs[1][1])]
+        first_run += runs[0][1]
+    return {"images": first, "prediction_diff": diff, "gradient_cosine": min(cosines), "eot": probe.eot}, first_run
+
+
+def _alone_gradient(ctx, probe: _ProbeImages, x: torch.Tensor, target: dict, seed: int) -> tuple[int, torch.Tensor]:
+    """(seed, the objective's input gradient at ``x`` alone under ``seed``), every anchor and proposal in the loss."""
+    with attack_mode(ctx.lm.model), every_sample(ctx.lm.model):
+        torch.manual_seed(seed)
+        (g,), _ = gradients(ctx.lm.model, probe.objective(), [x], [target], sanitize=False)
+    return seed, g
 
 
 @torch.no_grad()
@@ -244,23 +252,21 @@ def _loss(model, objective, x: torch.Tensor, target: dict, seed: int) -> float:
     return float(objective(model, [x], [target])[0])
 
 
-def fidelity(ctx, probe: _ProbeImages, first: int) -> dict:
+def fidelity(ctx, probe: _ProbeImages, first_gradients: list[tuple[int, torch.Tensor]]) -> dict:
     """Per probe image, whether the backward is the derivative of the forward: the objective's central finite
     difference along the sign of its input gradient, (L(x + h s) - L(x - h s)) / 2h with s = sign(g), over what the
-    gradient predicts for it, <g, s> = ||g||_1. Each image alone, every anchor and proposal in the loss, one seed."""
+    gradient predicts for it, <g, s> = ||g||_1. Each image alone, every anchor and proposal in the loss, the
+    losses under the seed of the gradient (``repeatability``'s first run: a randomised model draws alike)."""
     model, objective, h, ratios = ctx.lm.model, probe.objective(), sanity.FIDELITY_STEP, []
     with attack_mode(model), every_sample(model):
-        for iid, x, t in list(zip(probe.ids, probe.images, probe.targets))[:first]:
-            seed = derived_seed(ctx.seed, "fidelity", iid)
-            torch.manual_seed(seed)
-            (g,), _ = gradients(model, objective, [x], [t], sanitize=False)
+        for x, t, (seed, g) in zip(probe.images, probe.targets, first_gradients):
             predicted = float(g.abs().sum())
             if not math.isfinite(predicted) or predicted == 0:
                 continue  # no gradient to test: the gradients check counts these
             s = g.sign()
             actual = (_loss(model, objective, x + h * s, t, seed) - _loss(model, objective, x - h * s, t, seed)) / (2 * h)
             ratios.append(actual / predicted)
-    return {"images": first, "step": h, "ratios": ratios,
+    return {"images": len(first_gradients), "step": h, "ratios": ratios,
             "median": float(np.median(ratios)) if ratios else float("nan")}
 
 
