@@ -7,8 +7,11 @@ the functions that do them (clean predictions, attacks, predictions of attacked 
 measurements, COCO evaluation with bootstrap intervals, the masking probe, the report).
 Target (issue 19): run / floor <= 1.15 on 2 CPUs.
 
+The floor is measured before and after the run and their mean taken: on this VM the same floor varies by up to
+13% between measurements minutes apart (other processes idle), so one measurement on one side would tilt the ratio.
+
     python benchmarks/whole_run.py                       # shipped model, 32 images, quick suite
-    python benchmarks/whole_run.py --model r50.pt --images 4 --min-size 320 --suite one-step.toml
+    python benchmarks/whole_run.py --r50                 # FGSM 4/255 on 4 images with a random-init R50-FPN
 """
 from __future__ import annotations
 
@@ -79,6 +82,29 @@ def floor_seconds(lm, suite, ds, batch_size: int, device) -> float:
     return time.perf_counter() - t0
 
 
+ONE_STEP = {"name": "one-step", "attack": [{"type": "fgsm", "eps": ["4/255"]}]}
+
+
+def r50_checkpoint() -> Path:
+    """A robustseg checkpoint of torchvision's maskrcnn_resnet50_fpn (random weights, seed 0; the synthetic set's
+    three classes) at its own input size (800-1333 px), written once to a temporary folder."""
+    from robustseg.models.builders import build_model
+    from robustseg.models.checkpoint import save_checkpoint
+    path = Path(tempfile.gettempdir()) / "robustseg-bench-r50-random.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        save_checkpoint(path, build_model("maskrcnn_resnet50_fpn", 4), arch="maskrcnn_resnet50_fpn", arch_cfg={},
+                        class_names=["circle", "square", "triangle"], category_ids=[1, 2, 3],
+                        meta={"note": "random weights, for timing only (benchmarks/whole_run.py --r50)"})
+    return path
+
+
+def _dataset(args) -> tuple[Path, Path]:
+    """The run's COCO file and image folder: --data/--image-dir, or the built-in synthetic split."""
+    from robustseg.data.synth import default_split
+    return (Path(args.data), Path(args.image_dir)) if args.data else tuple(map(Path, default_split()))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="checkpoint (default: the shipped tiny model)")
@@ -91,7 +117,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-size", type=int)
     ap.add_argument("--checks", default="quick")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--r50", action="store_true", help="a torchvision maskrcnn_resnet50_fpn with random weights (no "
+                    "weight file can be downloaded here; timing only) at its own input size, FGSM 4/255, 4 images")
     args = ap.parse_args(argv)
+    if args.r50:
+        args.model, args.suite = str(r50_checkpoint()), "one-step (FGSM 4/255)"
+        args.images = 4 if args.images == 32 else args.images
     C.header("whole_run: the default robustseg attack against its floor", args)
     import robustseg.kinds.attack as attack_kind
     import robustseg.kinds.attack_checks as checks
@@ -99,10 +130,12 @@ def main(argv=None) -> int:
     from robustseg.fileio import read_json
     from robustseg.models.checkpoint import load_model
     from robustseg.run import engine, scoring
-    from robustseg.suites import load_suite
+    from robustseg.suites import load_suite, parse_suite
     overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
     lm = load_model(C.model_path(args.model), device=args.device, **overrides)
-    suite = load_suite(args.suite)
+    suite = parse_suite(ONE_STEP, "one-step") if args.r50 else load_suite(args.suite)
+    ds = CocoDataset(*_dataset(args), category_ids=lm.category_ids, limit=args.images)
+    floor_before = floor_seconds(lm, suite, ds, args.batch_size, torch.device(args.device))
 
     st = Stages()
     st.wrap(engine, "predict", "clean predictions")
@@ -133,12 +166,14 @@ def main(argv=None) -> int:
     attack_kind.build_attack = real_build
     st.restore()
     info = read_json(res.out / "run.json", "run.json")
-    ds = CocoDataset(info["dataset"]["annotations"], info["dataset"]["images"], category_ids=lm.category_ids,
-                     limit=args.images)
-    floor = floor_seconds(lm, suite, ds, args.batch_size, torch.device(args.device))
+    assert Path(info["dataset"]["annotations"]).resolve() == _dataset(args)[0].resolve(), "the floor's images"
+    floor_after = floor_seconds(lm, suite, ds, args.batch_size, torch.device(args.device))
+    floor = (floor_before + floor_after) / 2
     st.seconds.pop("attacks (building)", None)
     print(f"images {len(ds)}, points {len(suite.points)} + clean, batch {args.batch_size}, checks {args.checks}")
-    print(f"whole run {whole:.1f} s; floor {floor:.1f} s; ratio {whole / floor:.2f}")
+    print(f"whole run {whole:.1f} s; floor {floor:.1f} s (before the run {floor_before:.1f} s, after "
+          f"{floor_after:.1f} s); ratio {whole / floor:.2f} (against each: {whole / floor_before:.2f}, "
+          f"{whole / floor_after:.2f})")
     accounted = sum(st.seconds.values())
     for stage, s in sorted(st.seconds.items(), key=lambda kv: -kv[1]):
         print(f"  {stage:30} {s:7.1f} s  {100 * s / whole:5.1f}%")
@@ -150,8 +185,9 @@ def main(argv=None) -> int:
         for c in report["checks"]:
             if c["check"] in ("moderate_eps", "gradient_fidelity", "deterministic", "gradients") or c["verdict"] != "pass":
                 print(f"  {c['check']}: {c['verdict']}: {c['detail']}")
-        print("  loss_increased: " + ", ".join(f"{c['rose']}/{c['images']}" for c in report["checks"]
-                                               if c["check"] == "loss_increased" and "rose" in c))
+        rose = [f"{c['rose']}/{c['images']}" for c in report["checks"] if c["check"] == "loss_increased" and "rose" in c]
+        if rose:
+            print("  loss_increased: " + ", ".join(rose))
     shutil.rmtree(out.parent, ignore_errors=True)
     C.footer()
     return 0
