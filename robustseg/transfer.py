@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .compare import SHIPPED_NAME, run_names
 from .errors import RobustsegError
-from .models.checkpoint import load_model
+from .models.checkpoint import LoadedModel, load_model
 from .results import prepare_out_dir, read_metrics, read_run_json, write_csv
 from .suites import Suite, load_suite
 
@@ -29,6 +29,20 @@ COLUMNS = ["target", "source", "whitebox", "point", "attack", "norm", "eps", "st
 def _load(ckpt, options: dict, overrides: dict):
     return load_model(None if ckpt in (None, SHIPPED_NAME) else ckpt, device=options.get("device", "cpu"),
                       **overrides)
+
+
+def _keyed(models: list) -> tuple[list[str], dict[str, LoadedModel]]:
+    """Each model as a key: a checkpoint path (or the shipped model) as itself, a model object (a defence from
+    ``rs.as_model``, any LoadedModel) by its identity, so one object given as source and target is one model."""
+    keys, objects = [], {}
+    for m in models:
+        if isinstance(m, LoadedModel):
+            key = f"<model {id(m)}>"
+            objects[key] = m
+        else:
+            key = SHIPPED_NAME if m is None else str(m)
+        keys.append(key)
+    return keys, objects
 
 
 def transfer_rows(run_dirs: list[Path], targets: list[str]) -> list[dict]:
@@ -52,18 +66,22 @@ def transfer_rows(run_dirs: list[Path], targets: list[str]) -> list[dict]:
     return rows
 
 
-def run_transfer(sources: list[str | None], targets: list[str | None], out: str | Path, *, suite=None, data=None,
+def run_transfer(sources: list, targets: list, out: str | Path, *, suite=None, data=None,
                  images=None, force: bool = False, resume: bool = False, model_overrides: dict | None = None,
                  **options) -> Path | None:
     """Attacks of ``suite`` (default quick) crafted on every source, each evaluated on every target; returns the
-    path of transfer.csv (None on torchrun ranks other than 0). ``resume=True`` keeps complete target runs and continues an interrupted one."""
+    path of transfer.csv (None on torchrun ranks other than 0). Sources and targets are checkpoint paths (None: the
+    shipped model) or loaded models, defences from ``rs.as_model`` included (a run directory is named after the
+    model's ``path``). ``resume=True`` keeps complete target runs and continues an interrupted one."""
     from .kinds.transfer import Transfer
     from .report.compare import write_comparison
     from .run import RunOptions, execute
     if not sources or not targets:
         raise RobustsegError("transfer needs at least one --source and one --target")
+    keys, objects = _keyed([*targets, *sources])
+    targets, sources = keys[:len(targets)], keys[len(targets):]
     unique = list(dict.fromkeys([*targets, *sources]))
-    names = dict(zip(unique, run_names(unique)))
+    names = dict(zip(unique, run_names([objects[k].path or "model" if k in objects else k for k in unique])))
     out, main = Path(out), int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 writes the matrix
     if resume:
         if not any((out / names[t] / "run.json").is_file() for t in targets):
@@ -72,7 +90,7 @@ def run_transfer(sources: list[str | None], targets: list[str | None], out: str 
         out = prepare_out_dir(out, force=force)
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     overrides = model_overrides or {}
-    loaded = {c: _load(c, options, overrides) for c in unique}  # each file read once, shared by every run
+    loaded = {c: objects.get(c) or _load(c, options, overrides) for c in unique}  # each file read once
     from .training.distributed import held
     with held(options.get("device", "cpu")):  # one process group for every target run
         for target in dict.fromkeys(targets):

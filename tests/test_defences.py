@@ -124,6 +124,21 @@ def test_with_enough_eot_passes_a_randomised_defence_passes_the_determinism_chec
     assert "--eot 8 passes" in checks[8]["detail"]
 
 
+def test_a_defence_object_is_a_transfer_target_beside_checkpoints(tmp_path):
+    """run_transfer takes the defence itself, as every other kind's API does: PGD crafted on the shipped model
+    (a file) against the quantising defence (an object), the white-box row its own, the run named after it."""
+    import pandas as pd
+    lm = load_trained_model()
+    defended = rs.as_model(Quantised(lm.model), lm.class_names, lm.category_ids, name="quantised")
+    csv = rs.run_transfer([None, defended], [defended], tmp_path / "t", suite=PGD, limit=2, batch_size=2,
+                          progress=False, bootstrap=0)
+    df = pd.read_csv(csv)
+    assert set(df.target) == {"quantised"} and set(df.source) == {"quantised", "shipped"}
+    white = df[df.whitebox & (df.iou_type == "bbox")]
+    assert len(white) == 1 and white.source.iloc[0] == "quantised"  # one object as source and target: one model
+    assert (tmp_path / "t" / "quantised" / "run.json").is_file()
+
+
 def test_something_that_is_not_a_detector_is_refused():
     with pytest.raises(RobustsegError, match="MaskRCNN"):
         rs.as_model(torch.nn.Linear(2, 2))
