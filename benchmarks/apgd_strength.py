@@ -7,6 +7,8 @@ last iterate with one extra forward pass (no backward), reported as forward pass
 
     python benchmarks/apgd_strength.py                   # 16 images, ~30-60 min on 2 busy CPU cores
     python benchmarks/apgd_strength.py --images 4 --seeds 1 --eps 8/255   # smoke run
+    python benchmarks/apgd_strength.py --images 32 --eps 2/255 --contenders PGD-10,APGD-10
+    python benchmarks/apgd_strength.py --eps 2/255 --every-sample   # deterministic objective values
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import _common as C  # noqa: E402
 import torch  # noqa: E402
 
 from robustseg.attacks import APGD, PGD  # noqa: E402
-from robustseg.attacks.objectives import make_objective  # noqa: E402
+from robustseg.attacks.objectives import LOSS_NAMES, DetectorLoss, make_objective  # noqa: E402
 from robustseg.data import CocoDataset  # noqa: E402
 from robustseg.data.synth import default_split  # noqa: E402
 from robustseg.eval.coco_eval import evaluate, predict, to_coco_results  # noqa: E402
@@ -42,13 +44,12 @@ def bbox_ap(lm, ds, images, ids) -> float:
     return evaluate(ds.coco, results, ids, iou_types=("bbox",), per_class=False)["bbox"]["AP"]
 
 
-def attacked(lm, atk, images, targets, eps: float, seed: int, batch: int) -> list[torch.Tensor]:
+def attacked(lm, atk, images, targets, eps: float, seed: int, batch: int, objective) -> list[torch.Tensor]:
     out = []
     for start in range(0, len(images), batch):
         torch.manual_seed(seed)  # the detector's samplers draw from torch's global generator
         gen = torch.Generator().manual_seed(seed * 1000 + start)
-        out += atk(lm.model, images[start:start + batch], targets[start:start + batch], [eps],
-                   make_objective("gt"), gen)[0]
+        out += atk(lm.model, images[start:start + batch], targets[start:start + batch], [eps], objective, gen)[0]
     return out
 
 
@@ -59,7 +60,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--eps", default="2/255,8/255")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="of " + ", ".join(CONTENDERS))
+    ap.add_argument("--every-sample", action="store_true", help="the gt objective with every anchor and proposal in "
+                    "the loss (its values no longer depend on the samplers' draws) for every contender")
     args = ap.parse_args(argv)
+    objective = DetectorLoss(tuple(LOSS_NAMES), sample_all=True) if args.every_sample else make_objective("gt")
+    contenders = {k: CONTENDERS[k] for k in args.contenders.split(",")}
     C.header("APGD vs PGD at equal gradient evaluations (bbox AP, lower = stronger)", args)
     lm = load_model(C.model_path(args.model))
     ds = CocoDataset(*default_split(), category_ids=lm.category_ids, limit=args.images)
@@ -69,10 +75,10 @@ def main(argv=None) -> int:
     for eps_text in args.eps.split(","):
         eps = parse_eps(eps_text, "linf")
         table = {}
-        for name, (atk, grads, forwards) in CONTENDERS.items():
+        for name, (atk, grads, forwards) in contenders.items():
             aps, t0 = [], time.perf_counter()
             for seed in range(args.seeds):
-                aps.append(bbox_ap(lm, ds, attacked(lm, atk, images, targets, eps, seed, args.batch), ids))
+                aps.append(bbox_ap(lm, ds, attacked(lm, atk, images, targets, eps, seed, args.batch, objective), ids))
                 print(f"  {eps_text} {name} seed {seed}: AP {aps[-1]:.4f}", flush=True)
             table[name] = (aps, grads, forwards, time.perf_counter() - t0)
         print(f"eps {eps_text}: contender, gradient evaluations, forward passes, AP per seed, mean, wall s")
