@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import math
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ import _common as C  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from physical_perspective import SETTING, T_975, TILT, ap, seeds  # noqa: E402
+from physical_perspective import SETTING, TILT, ap, paired_t, seeds  # noqa: E402
 from robustseg import run_patches  # noqa: E402
 from robustseg.data.synth import generate  # noqa: E402
 from robustseg.models import load_model  # noqa: E402
@@ -80,10 +78,9 @@ def summarise(path: Path, n_images: int) -> None:
         margins = (df[other] - df["print"]).tolist()
         if len(margins) < 2:
             continue
-        m, s = statistics.mean(margins), statistics.stdev(margins)
-        half = T_975.get(len(margins) - 1, 2.0) * s / math.sqrt(len(margins))
-        print(f"{len(margins)} seeds, {n_images} images: AP({other}) - AP(print) = {m:.4f} [{m - half:.4f}, "
-              f"{m + half:.4f}] (95% paired t); print lower in {sum(x > 0 for x in margins)}/{len(margins)}; "
+        m, lo, hi = paired_t(margins)
+        print(f"{len(margins)} seeds, {n_images} images: AP({other}) - AP(print) = {m:.4f} [{lo:.4f}, {hi:.4f}] "
+              f"(95% paired t); print lower in {sum(x > 0 for x in margins)}/{len(margins)}; "
               f"per seed {', '.join(f'{x:.3f}' for x in margins)}")
 
 

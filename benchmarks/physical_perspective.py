@@ -41,6 +41,13 @@ T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31
          12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13}
 
 
+def paired_t(values: list[float]) -> tuple[float, float, float]:
+    """Mean of per-seed paired differences and its 95% t interval (two or more seeds)."""
+    m, s = statistics.mean(values), statistics.stdev(values)
+    half = T_975.get(len(values) - 1, 2.0) * s / math.sqrt(len(values))
+    return m, m - half, m + half
+
+
 def suite(without_perspective: bool):
     cfg = copy.deepcopy(load_patch_suite("physical").cfg)
     cfg["baselines"] = []
@@ -113,10 +120,9 @@ def summarise(path: Path, n_images: int) -> None:
     gaps = paired_gaps(pd.read_csv(path), n_images)
     if len(gaps) < 2:
         return
-    m, s = statistics.mean(gaps), statistics.stdev(gaps)
-    half = T_975.get(len(gaps) - 1, 2.0) * s / math.sqrt(len(gaps))
+    m, lo, hi = paired_t(gaps)
     print(f"{len(gaps)} seeds, {n_images} images: gap lost(without) - lost(with) = {m:.4f} "
-          f"[{m - half:.4f}, {m + half:.4f}] (95% paired t); positive in {sum(g > 0 for g in gaps)}/{len(gaps)}; "
+          f"[{lo:.4f}, {hi:.4f}] (95% paired t); positive in {sum(g > 0 for g in gaps)}/{len(gaps)}; "
           f"per seed {', '.join(f'{g:.3f}' for g in gaps)}")
 
 
