@@ -24,7 +24,7 @@ import _common as C  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from physical_perspective import SETTING, TILT, ap, paired_t, seeds  # noqa: E402
+from physical_perspective import SETTING, TILT, ap, paired_line, seeds  # noqa: E402
 from robustseg import run_patches  # noqa: E402
 from robustseg.data.synth import generate  # noqa: E402
 from robustseg.models import load_model  # noqa: E402
@@ -78,10 +78,7 @@ def summarise(path: Path, n_images: int) -> None:
         margins = (df[other] - df["print"]).tolist()
         if len(margins) < 2:
             continue
-        m, lo, hi = paired_t(margins)
-        print(f"{len(margins)} seeds, {n_images} images: AP({other}) - AP(print) = {m:.4f} [{lo:.4f}, {hi:.4f}] "
-              f"(95% paired t); print lower in {sum(x > 0 for x in margins)}/{len(margins)}; "
-              f"per seed {', '.join(f'{x:.3f}' for x in margins)}")
+        print(paired_line(f"AP({other}) - AP(print)", margins, n_images, "print lower in"))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ def paired_t(values: list[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def paired_line(what: str, values: list[float], n_images: int, positive: str) -> str:
+    """One summary line: the mean paired difference ``what`` with its 95% t interval, how often it was positive, and
+    every seed's value."""
+    m, lo, hi = paired_t(values)
+    return (f"{len(values)} seeds, {n_images} images: {what} = {m:.4f} [{lo:.4f}, {hi:.4f}] (95% paired t); "
+            f"{positive} {sum(v > 0 for v in values)}/{len(values)}; per seed {', '.join(f'{v:.3f}' for v in values)}")
+
+
 def suite(without_perspective: bool):
     cfg = copy.deepcopy(load_patch_suite("physical").cfg)
     cfg["baselines"] = []
@@ -120,10 +128,7 @@ def summarise(path: Path, n_images: int) -> None:
     gaps = paired_gaps(pd.read_csv(path), n_images)
     if len(gaps) < 2:
         return
-    m, lo, hi = paired_t(gaps)
-    print(f"{len(gaps)} seeds, {n_images} images: gap lost(without) - lost(with) = {m:.4f} "
-          f"[{lo:.4f}, {hi:.4f}] (95% paired t); positive in {sum(g > 0 for g in gaps)}/{len(gaps)}; "
-          f"per seed {', '.join(f'{g:.3f}' for g in gaps)}")
+    print(paired_line("gap lost(without) - lost(with)", gaps, n_images, "positive in"))
 
 
 if __name__ == "__main__":
