@@ -10,10 +10,12 @@ from _helpers import ATTACK_DATA_SEED, load_trained_model
 
 from robustseg.attacks import APGD, ATTACKS, attack
 from robustseg.attacks.apgd import _Walk, checkpoints
+from robustseg.attacks.judge import damage_judge
 from robustseg.attacks.objectives import Autocast, attack_targets, image_losses, make_objective
 from robustseg.data.coco import CocoDataset
 from robustseg.data.synth import generate
 from robustseg.errors import SuiteError
+from robustseg.eval.coco_eval import evaluate, predict, to_coco_results
 from robustseg.models import attack_mode
 from robustseg.suites import parse_suite
 
@@ -91,6 +93,42 @@ def test_returns_each_images_best_iterate_of_a_bumpy_objective():
         assert float(toy.value(i, a)) == pytest.approx(float(best_seen[i]), abs=1e-5)
 
 
+class ToyJudge:
+    """Damage of each image by a rule other than the objective's; records every batch of iterates it judges."""
+
+    def __init__(self, damage):
+        self.damage, self.seen = damage, []
+
+    def __call__(self, model, images):
+        d = torch.tensor([float(self.damage(i, x)) for i, x in enumerate(images)], dtype=torch.float64)
+        self.seen.append(([x.clone() for x in images], d))
+        return d
+
+
+def test_a_judge_chooses_the_returned_iterate_not_the_objective():
+    images = _images()
+    toy = Toy(lambda i, x: (x - images[i]).sum())  # climbs one way...
+    judge = ToyJudge(lambda i, x: -(x - images[i]).sum())  # ...the judge prefers the other way
+    atk = APGD(steps=8, restarts=2)
+    adv = atk(torch.nn.Identity(), images, [{}, {}], [EPS], toy, torch.Generator().manual_seed(0), judge=judge)[0]
+    assert len(judge.seen) == atk.predictions == 18  # every iterate, each restart's start included
+    for i, a in enumerate(adv):
+        best = max(range(len(judge.seen)), key=lambda k: float(judge.seen[k][1][i]))
+        assert torch.equal(a, judge.seen[best][0][i])
+        assert float(toy.value(i, a)) < float(toy.value(i, _run(atk, images, Toy(toy.value))[i]))
+
+
+@pytest.mark.parametrize("verdict", [0.5, float("nan")])
+def test_a_judge_without_a_preference_leaves_the_objective_to_decide(verdict):
+    # equal damage everywhere, or none to judge by (an image without ground truth): the highest objective wins
+    images = _images()
+    value = lambda i, x: torch.sin(40 * (x - images[i]).sum())  # noqa: E731
+    plain = _run(APGD(steps=8), images, Toy(value), seed=1)
+    judged = APGD(steps=8)(torch.nn.Identity(), images, [{}, {}], [EPS], Toy(value), torch.Generator().manual_seed(1),
+                           judge=ToyJudge(lambda i, x: verdict))[0]
+    assert all(torch.equal(a, b) for a, b in zip(plain, judged))
+
+
 def test_a_flat_objective_halves_the_step_at_every_checkpoint():
     toy = Toy(lambda i, x: x.sum() * 0.0)
     images = _images(1)
@@ -144,6 +182,24 @@ def test_on_the_detector_within_budget_and_raises_the_loss(detector_batch, norm,
         torch.manual_seed(0)
         attacked = float(objective(lm.model, adv, targets)[0])
     assert attacked > clean
+
+
+def test_the_damage_judge_is_one_minus_each_images_own_coco_ap(detector_batch, tmp_path):
+    lm, images, _ = detector_batch
+    ann = generate(tmp_path, 2, seed=ATTACK_DATA_SEED)
+    ds = CocoDataset(ann, tmp_path / "images", category_ids=lm.category_ids)
+    ids = list(ds.image_ids)
+    empty = ds.coco.getAnnIds(imgIds=[ids[1]])
+    for a in empty:  # image 1 loses its objects: nothing to judge by
+        ds.coco.imgToAnns[ids[1]] = []
+        ds.coco.anns.pop(a)
+    ds.coco.dataset["annotations"] = [a for a in ds.coco.dataset["annotations"] if a["image_id"] != ids[1]]
+    damage = damage_judge(ds, ids, lm.category_ids)(lm.model, images)
+    outputs = predict(lm.model, images[:1])
+    own = evaluate(ds.coco, to_coco_results(outputs[0], ids[0], lm.category_ids), [ids[0]], ("bbox",),
+                   per_class=False)["bbox"]["AP"]
+    assert 0 <= own < 1 and float(damage[0]) == pytest.approx(1 - own)
+    assert math.isnan(float(damage[1]))
 
 
 def test_on_the_detector_with_a_logit_objective(detector_batch):

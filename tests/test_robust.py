@@ -124,23 +124,27 @@ def test_robust_section_in_the_report(robust_run):
     assert f'data-point="{ROBUST}"' in html and "ensemble_winners.csv" in html
 
 
-def test_an_image_a_member_emptied_is_not_attacked_again(tmp_path):
+def test_an_image_a_member_emptied_is_not_attacked_again(tmp_path, monkeypatch):
     """The first member leaves two images with no detection: the second member attacks only the other four,
-    those two keep the first member's image and outputs, and the saved gradient evaluations are counted."""
+    those two keep the first member's image and outputs, and the saved gradient evaluations are counted. Each
+    member's APGD is judged (attacks/judge.py) on exactly the images it attacks."""
     import json
 
     import pandas as pd
 
+    from robustseg.kinds import attack as sweep_module
     from robustseg.kinds.attack import AttackSweep
     from robustseg.run import RunOptions, execute
     from robustseg.suites import parse_suite
 
-    calls = []
+    calls, judged, judge_of = [], [], sweep_module.damage_judge
+    monkeypatch.setattr(sweep_module, "damage_judge",
+                        lambda ds, ids, cats: judged.append(list(ids)) or judge_of(ds, ids, cats))
 
     class EmptyingFirstMember(AttackSweep):
-        def attacked(self, ctx, point, objective, imgs, targets, seed):
+        def attacked(self, ctx, point, objective, imgs, targets, seed, ids):
             calls.append((point.key, len(imgs)))
-            adv, outs = super().attacked(ctx, point, objective, imgs, targets, seed)
+            adv, outs = super().attacked(ctx, point, objective, imgs, targets, seed, ids)
             if point.key == MEMBERS[0]:  # as if the attack had removed every detection of the batch's first image
                 outs[0] = {k: v[:0] for k, v in outs[0].items()}
             return adv, outs
@@ -149,6 +153,7 @@ def test_an_image_a_member_emptied_is_not_attacked_again(tmp_path):
     res = execute([sweep], load_trained_model(), out=tmp_path / "run",
                   opts=RunOptions(limit=6, batch_size=3, progress=False, bootstrap=0))
     assert [c for c in calls if c[0] in MEMBERS] == [(MEMBERS[0], 3), (MEMBERS[1], 2)] * 2  # two batches of 3
+    assert judged == [[1, 2, 3], [2, 3], [4, 5, 6], [5, 6]], (judged, calls)
     per_image = pd.read_csv(res.out / "per_image.csv")
     skipped = per_image[~per_image.attacked]
     assert list(skipped.point) == [MEMBERS[1]] * 2 and list(skipped.image_id) == [1, 4]

@@ -7,6 +7,11 @@ restarts). The per-image objective values come from the forward pass that gives 
 ``image_losses``); after the last update the final iterate is scored by one forward pass without a backward, so a
 restart costs ``steps`` forward+backward passes plus one forward pass (``forward_passes``).
 
+What it returns, per image: with a ``judge`` (attacks/judge.py: the image's own AP on eval-mode detections), the
+iterate that did the most damage, ties going to the higher objective value: auto-attack's ``x_best_adv``, where
+the highest-objective point (``x_best``) only steers the walk. That costs one eval-mode prediction per iterate
+(``predictions``), no gradient. Without a judge (no ground truth), the highest-objective iterate.
+
 Where this differs from fra31/auto-attack's autopgd_base.py (which is the same algorithm): checkpoints are the
 paper's w_j = ceil(p_j * steps), not the code's integer-rounded intervals; the budget counts the start point's
 gradient (auto-attack's n_iter updates cost n_iter + 1 gradients here they cost ``steps``).
@@ -68,6 +73,7 @@ class APGD(Attack):
     momentum: float = 0.75  # the paper's alpha: weight of the new step against the previous move
 
     name = "apgd"
+    judged = True
 
     @property
     def grad_evals(self) -> int:
@@ -79,27 +85,51 @@ class APGD(Attack):
         """All forward passes per image, the final scoring of each restart included."""
         return (self.steps + 1) * self.restarts
 
-    def run(self, model, images, targets, eps, objective, generator):
+    @property
+    def predictions(self) -> int:
+        """Eval-mode predictions per image when a judge chooses what is returned: every iterate, the start's too."""
+        return (self.steps + 1) * self.restarts
+
+    def run(self, model, images, targets, eps, objective, generator, judge=None):
         xs = [x.detach() for x in images]
-        best, best_val = None, None
+        kept = None
         for _ in range(self.restarts):
-            adv, val = _Walk(self, model, xs, targets, eps, objective, generator).run()
-            if best is None:
-                best, best_val = adv, val
-                continue
-            better = (val > best_val).tolist()
-            best = [a if b else o for a, o, b in zip(adv, best, better)]
-            best_val = torch.maximum(val, best_val)
-        return best
+            walk = _Walk(self, model, xs, targets, eps, objective, generator, judge)
+            walk.run()
+            kept = walk.kept if kept is None else kept.merged(walk.kept)
+        return kept.images
+
+
+@dataclass
+class _Kept:
+    """Per image, the iterate to return and its key: (damage by the judge, objective value), compared in that
+    order; without a judge every damage is -inf, so the objective value alone decides."""
+    images: list[torch.Tensor]
+    damage: torch.Tensor
+    value: torch.Tensor
+
+    def better(self, damage: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return (damage > self.damage) | ((damage == self.damage) & (value > self.value))
+
+    def offer(self, images: list[torch.Tensor], damage: torch.Tensor, value: torch.Tensor) -> None:
+        better = self.better(damage, value)
+        self.images = [a if b else o for a, o, b in zip(images, self.images, better.tolist())]
+        self.damage = torch.where(better, damage, self.damage)
+        self.value = torch.where(better, value, self.value)
+
+    def merged(self, other: "_Kept") -> "_Kept":
+        out = _Kept(list(self.images), self.damage.clone(), self.value.clone())
+        out.offer(other.images, other.damage, other.value)
+        return out
 
 
 class _Walk:
     """One APGD run from one random start. All state is per image: iterate, previous iterate, step size,
     gradient, best point (with its value and gradient) and the history of values since the last checkpoint."""
 
-    def __init__(self, attack: APGD, model, xs, targets, eps, objective, generator):
-        self.attack, self.model, self.xs, self.targets, self.eps, self.objective = \
-            attack, model, xs, targets, eps, objective
+    def __init__(self, attack: APGD, model, xs, targets, eps, objective, generator, judge=None):
+        self.attack, self.model, self.xs, self.targets, self.eps, self.objective, self.judge = \
+            attack, model, xs, targets, eps, objective, judge
         start = random_in_ball if attack.norm == "linf" else random_on_sphere  # auto-attack's starts
         self.x = [clip_image(x + start(x, eps, attack.norm, generator)) for x in xs]
         self.prev = list(self.x)
@@ -109,8 +139,14 @@ class _Walk:
         self.history = [values]  # history[t]: the value of iterate t
         self.last_check, self.best_at_check = 0, values.clone()
         self.halved_at_check = torch.zeros(len(xs), dtype=torch.bool)
+        self.kept = _Kept(list(self.x), self.damage(self.x), values)
 
-    def run(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def damage(self, images: list[torch.Tensor]) -> torch.Tensor:
+        if self.judge is None:
+            return torch.full((len(images),), -torch.inf, dtype=torch.float64)
+        return torch.nan_to_num(self.judge(self.model, images).double(), nan=-torch.inf)
+
+    def run(self) -> None:
         steps, marks = self.attack.steps, set(checkpoints(self.attack.steps)[1:])
         for t in range(1, steps + 1):
             new = self.moved(first=t == 1)
@@ -120,10 +156,10 @@ class _Walk:
                 values, grads = values_only(self.model, self.objective, new, self.targets), self.grad
             self.prev, self.x, self.grad = self.x, new, grads
             self.keep_best(values)
+            self.kept.offer(self.x, self.damage(self.x), values)
             self.history.append(values)
             if t in marks:
                 self.checkpoint(t)
-        return self.best, self.best_val
 
     def moved(self, first: bool) -> list[torch.Tensor]:
         """z = P(x + eta * step direction); x_new = P(x + alpha (z - x) + (1 - alpha)(x - x_prev)), alpha = 1 on

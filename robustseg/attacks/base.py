@@ -53,19 +53,21 @@ class Attack:
     norm: str = "linf"
 
     name = "attack"
+    judged = False  # whether ``run`` takes a ``judge`` (attacks/judge.py) to choose, per image, what it returns
 
     def __call__(self, model, images: Sequence[torch.Tensor], targets: Sequence[dict], epsilons: Sequence[float],
-                 objective: Objective | None = None, generator: torch.Generator | None = None
+                 objective: Objective | None = None, generator: torch.Generator | None = None, judge=None
                  ) -> list[list[torch.Tensor]]:
         objective = objective or DetectorLoss()
         with attack_mode(model):
-            return [self.checked(model, list(images), list(targets), float(eps), objective, generator)
+            return [self.checked(model, list(images), list(targets), float(eps), objective, generator, judge)
                     for eps in epsilons]
 
-    def checked(self, model, images, targets, eps, objective, generator) -> list[torch.Tensor]:
+    def checked(self, model, images, targets, eps, objective, generator, judge=None) -> list[torch.Tensor]:
         if eps == 0:
             return [x.detach().clone() for x in images]
-        adv = self.run(model, images, targets, eps, objective, generator)
+        extra = {"judge": judge} if self.judged and judge is not None else {}
+        adv = self.run(model, images, targets, eps, objective, generator, **extra)
         # the budget and the valid range are guaranteed, whatever the attack did in between
         return [clip_image(x + project((a - x).detach(), eps, self.norm)).detach() for x, a in zip(images, adv)]
 

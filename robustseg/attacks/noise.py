@@ -15,7 +15,7 @@ from .steps import random_on_sphere
 class RandomNoise(Attack):
     name = "random"
 
-    def __call__(self, model, images, targets, epsilons, objective=None, generator=None):
+    def __call__(self, model, images, targets, epsilons, objective=None, generator=None, judge=None):
         return [self.checked(model, list(images), list(targets), float(e), objective, generator) for e in epsilons]
 
     def run(self, model, images, targets, eps, objective, generator):

@@ -70,7 +70,7 @@ class Square(Attack):
 
     name = "square"
 
-    def __call__(self, model, images, targets, epsilons, objective=None, generator=None):
+    def __call__(self, model, images, targets, epsilons, objective=None, generator=None, judge=None):
         # no attack_mode: a black-box attack only ever asks for eval-mode predictions; ``objective`` is unused
         return [self.checked(model, list(images), list(targets), float(e), objective, generator) for e in epsilons]
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ..attacks import ATTACKS
 from ..attacks.eot import with_eot
 from ..attacks.foolbox_bridge import object_robust_accuracy
+from ..attacks.judge import damage_judge
 from ..attacks.tap import GradientTap
 from ..amp import FP16_LOSS_SCALE
 from ..attacks.objectives import attack_targets, make_objective, mislabel_to, target_label_for, with_amp
@@ -71,6 +72,9 @@ def point_cost(p: AttackPoint) -> float:
     prediction each), its prediction, its loss measurement."""
     if p.attack in QUERY_ATTACKS:
         return p.steps + 2.0
+    if p.attack == "apgd":  # each restart: its gradient steps, and the judge's prediction of every iterate
+        restarts = dict(p.params).get("restarts", 1)
+        return restarts * (p.steps * GRADIENT_COST + p.steps + 1) + 2.0
     return max(p.steps, 1 if p.attack != "random" else 0) * GRADIENT_COST + 2.0
 
 
@@ -200,7 +204,7 @@ class AttackSweep(Kind):
             tap = None if self.checks == "off" or okey in healthy or point.attack in NO_GRADIENT else \
                 GradientTap(objective, FP16_LOSS_SCALE if ctx.opts.amp == "fp16" else 1.0)
             adv, adv_out = self.attacked(ctx, point, tap or objective, [imgs[j] for j in todo],
-                                         [targets[j] for j in todo], s)
+                                         [targets[j] for j in todo], s, [ids[j] for j in todo])
             if tap is not None and tap.gradients() is not None:  # the first gradient attack on this objective
                 out.rows["grads"] += checks.health_rows(tap.gradients(), [ids[j] for j in todo], point.objective)
                 healthy.add(okey)
@@ -221,14 +225,17 @@ class AttackSweep(Kind):
             batch.progress(len(ids) * self.point_cost(point))
         return out
 
-    def attacked(self, ctx, point: AttackPoint, objective, imgs, targets, seed: int) -> tuple[list, list]:
+    def attacked(self, ctx, point: AttackPoint, objective, imgs, targets, seed: int, ids: list[int]
+                 ) -> tuple[list, list]:
         """The point's adversarial images of ``imgs`` and the model's outputs on them (nothing to do: none)."""
         if not imgs:
             return [], []
         torch.manual_seed(seed)
         objective = with_eot(with_amp(objective, ctx.opts.amp, ctx.device), self.eot)
-        adv = build_attack(point)(ctx.lm.model, imgs, targets, [point.eps], objective,
-                                  torch.Generator().manual_seed(seed))[0]
+        atk = build_attack(point)
+        judge = damage_judge(ctx.ds, ids, ctx.lm.category_ids) if atk.judged else None
+        adv = atk(ctx.lm.model, imgs, targets, [point.eps], objective, torch.Generator().manual_seed(seed),
+                  judge=judge)[0]
         return adv, predict(ctx.lm.model, adv)
 
     def foolbox(self, ctx, point: AttackPoint, imgs, tgts, ids, seed: int) -> list[dict]:

@@ -14,6 +14,7 @@ import re
 
 import torch
 
+from ..attacks.judge import damage_judge
 from ..attacks.objectives import attack_targets, make_objective, target_label_for
 from ..errors import RobustsegError
 from ..eval.bootstrap import interval
@@ -101,8 +102,10 @@ class Transfer(Kind):
         targets = attack_targets(p.objective, batch.targets, clean, src.num_classes,
                                  target_label_for(p.target_class, src.class_names), src.class_names)
         torch.manual_seed(s)
-        return build_attack(p)(src.model, batch.images, targets, [p.eps], objective,
-                               torch.Generator().manual_seed(s))[0]
+        atk = build_attack(p)
+        judge = damage_judge(ctx.ds, batch.ids, src.category_ids) if atk.judged else None
+        return atk(src.model, batch.images, targets, [p.eps], objective, torch.Generator().manual_seed(s),
+                   judge=judge)[0]
 
     def evaluate(self, ctx, batch, key: str, adv, out: BatchOut) -> None:
         """The target's predictions on ``adv``, as point ``key``'s results."""
