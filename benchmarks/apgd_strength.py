@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--eps", default="2/255,8/255")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="of " + ", ".join(CONTENDERS))
     ap.add_argument("--every-sample", action="store_true", help="the gt objective with every anchor and proposal in "
                     "the loss (its values no longer depend on the samplers' draws) for every contender")
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
         table = {}
         for name, (atk, grads, forwards) in contenders.items():
             aps, t0 = [], time.perf_counter()
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 aps.append(bbox_ap(lm, ds, attacked(lm, ds, atk, images, targets, ids, eps, seed, args.batch, objective), ids))
                 print(f"  {eps_text} {name} seed {seed}: AP {aps[-1]:.4f}", flush=True)
             table[name] = (aps, grads, forwards, time.perf_counter() - t0)
