@@ -106,16 +106,45 @@ class ToyJudge:
 
 
 def test_a_judge_chooses_the_returned_iterate_not_the_objective():
+    """Of the iterates that raised the objective above the clean image's, the judge's most damaging one."""
     images = _images()
     toy = Toy(lambda i, x: (x - images[i]).sum())  # climbs one way...
     judge = ToyJudge(lambda i, x: -(x - images[i]).sum())  # ...the judge prefers the other way
     atk = APGD(steps=8, restarts=2)
     adv = atk(torch.nn.Identity(), images, [{}, {}], [EPS], toy, torch.Generator().manual_seed(0), judge=judge)[0]
     assert len(judge.seen) == atk.predictions == 18  # every iterate, each restart's start included
+    assert toy.without_grad == 2 + 1  # each restart's last iterate, and the clean images once (the floor)
+    plain = _run(atk, images, Toy(toy.value))
     for i, a in enumerate(adv):
-        best = max(range(len(judge.seen)), key=lambda k: float(judge.seen[k][1][i]))
+        rose = [k for k in range(len(judge.seen)) if float(toy.value(i, judge.seen[k][0][i])) > 0]  # clean: 0
+        assert rose, "the toy objective rises from some start"
+        best = max(rose, key=lambda k: float(judge.seen[k][1][i]))
         assert torch.equal(a, judge.seen[best][0][i])
-        assert float(toy.value(i, a)) < float(toy.value(i, _run(atk, images, Toy(toy.value))[i]))
+        assert 0 < float(toy.value(i, a)) <= float(toy.value(i, plain[i]))
+    assert any(float(toy.value(i, a)) < float(toy.value(i, plain[i])) for i, a in enumerate(adv))
+
+
+def test_a_judge_never_returns_an_iterate_below_the_clean_objective_when_one_rose():
+    # the judge's favourite is the random start, whose objective lies below the clean image's; the walk rises
+    images = _images(1)
+    toy = Toy(lambda i, x: (x - images[i]).sum())
+    calls = []
+    judge = ToyJudge(lambda i, x: 1.0 if not calls else 0.5)  # the first batch it judges is the start
+
+    def judged(model, xs):
+        out = judge(model, xs)
+        calls.append(1)
+        return out
+    seed = next(s for s in range(50) if float(toy.value(0, images[0] + _start(images[0], s))) < 0)
+    adv = APGD(steps=6)(torch.nn.Identity(), images, [{}], [EPS], toy, torch.Generator().manual_seed(seed),
+                        judge=judged)[0]
+    start_value = float(toy.value(0, judge.seen[0][0][0]))
+    assert start_value < 0 and float(toy.value(0, adv[0])) > 0
+
+
+def _start(x, seed):
+    from robustseg.attacks.steps import random_in_ball
+    return random_in_ball(x, EPS, "linf", torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("verdict", [0.5, float("nan")])

@@ -7,10 +7,11 @@ restarts). The per-image objective values come from the forward pass that gives 
 ``image_losses``); after the last update the final iterate is scored by one forward pass without a backward, so a
 restart costs ``steps`` forward+backward passes plus one forward pass (``forward_passes``).
 
-What it returns, per image: with a ``judge`` (attacks/judge.py: the image's own AP on eval-mode detections), the
-iterate that did the most damage, ties going to the higher objective value: auto-attack's ``x_best_adv``, where
+What it returns, per image: with a ``judge`` (attacks/judge.py: the image's own AP on eval-mode detections), of
+the iterates that raised the objective above the clean image's, the one that did the most damage, ties going to
+the higher objective value (none raised it: the highest-objective iterate): auto-attack's ``x_best_adv``, where
 the highest-objective point (``x_best``) only steers the walk. That costs one eval-mode prediction per iterate
-(``predictions``), no gradient. Without a judge (no ground truth), the highest-objective iterate.
+(``predictions``) and one forward pass of the clean images, no gradient. Without a judge (no ground truth), the highest-objective iterate.
 
 Where this differs from fra31/auto-attack's autopgd_base.py (which is the same algorithm): checkpoints are the
 paper's w_j = ceil(p_j * steps), not the code's integer-rounded intervals; the budget counts the start point's
@@ -87,14 +88,18 @@ class APGD(Attack):
 
     @property
     def predictions(self) -> int:
-        """Eval-mode predictions per image when a judge chooses what is returned: every iterate, the start's too."""
+        """Eval-mode predictions per image when a judge chooses what is returned: every iterate, the start's too
+        (and then one more forward pass without a backward, the clean image's objective value: the floor)."""
         return (self.steps + 1) * self.restarts
 
     def run(self, model, images, targets, eps, objective, generator, judge=None):
         xs = [x.detach() for x in images]
+        # the judge only chooses among iterates that raised the objective above the clean image's: the attack stays
+        # an attack on its objective (sanity.loss_increased reads that), the judge picks the most damaging of them
+        floor = values_only(model, objective, xs, targets) if judge is not None else None
         kept = None
         for _ in range(self.restarts):
-            walk = _Walk(self, model, xs, targets, eps, objective, generator, judge)
+            walk = _Walk(self, model, xs, targets, eps, objective, generator, judge, floor)
             walk.run()
             kept = walk.kept if kept is None else kept.merged(walk.kept)
         return kept.images
@@ -127,9 +132,9 @@ class _Walk:
     """One APGD run from one random start. All state is per image: iterate, previous iterate, step size,
     gradient, best point (with its value and gradient) and the history of values since the last checkpoint."""
 
-    def __init__(self, attack: APGD, model, xs, targets, eps, objective, generator, judge=None):
-        self.attack, self.model, self.xs, self.targets, self.eps, self.objective, self.judge = \
-            attack, model, xs, targets, eps, objective, judge
+    def __init__(self, attack: APGD, model, xs, targets, eps, objective, generator, judge=None, floor=None):
+        self.attack, self.model, self.xs, self.targets, self.eps, self.objective, self.judge, self.floor = \
+            attack, model, xs, targets, eps, objective, judge, floor
         start = random_in_ball if attack.norm == "linf" else random_on_sphere  # auto-attack's starts
         self.x = [clip_image(x + start(x, eps, attack.norm, generator)) for x in xs]
         self.prev = list(self.x)
@@ -139,12 +144,14 @@ class _Walk:
         self.history = [values]  # history[t]: the value of iterate t
         self.last_check, self.best_at_check = 0, values.clone()
         self.halved_at_check = torch.zeros(len(xs), dtype=torch.bool)
-        self.kept = _Kept(list(self.x), self.damage(self.x), values)
+        self.kept = _Kept(list(self.x), self.damage(self.x, values), values)
 
-    def damage(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def damage(self, images: list[torch.Tensor], values: torch.Tensor) -> torch.Tensor:
+        """The judge's damage where the objective rose above the floor, else -inf (the objective decides)."""
         if self.judge is None:
             return torch.full((len(images),), -torch.inf, dtype=torch.float64)
-        return torch.nan_to_num(self.judge(self.model, images).double(), nan=-torch.inf)
+        d = torch.nan_to_num(self.judge(self.model, images).double(), nan=-torch.inf)
+        return torch.where(values > self.floor, d, torch.full_like(d, -torch.inf))
 
     def run(self) -> None:
         steps, marks = self.attack.steps, set(checkpoints(self.attack.steps)[1:])
@@ -156,7 +163,7 @@ class _Walk:
                 values, grads = values_only(self.model, self.objective, new, self.targets), self.grad
             self.prev, self.x, self.grad = self.x, new, grads
             self.keep_best(values)
-            self.kept.offer(self.x, self.damage(self.x), values)
+            self.kept.offer(self.x, self.damage(self.x, values), values)
             self.history.append(values)
             if t in marks:
                 self.checkpoint(t)
