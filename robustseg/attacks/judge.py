@@ -31,9 +31,6 @@ class Damage:
         self.gt, self.image_ids, self.category_ids = gt, [int(i) for i in image_ids], list(category_ids)
         self.has_objects = [bool(gt.getAnnIds(imgIds=[i], iscrowd=False)) for i in self.image_ids]
 
-    def subset(self, positions: Sequence[int]) -> "Damage":
-        return Damage(self.gt, [self.image_ids[j] for j in positions], self.category_ids)
-
     def __call__(self, model, images: list[torch.Tensor]) -> torch.Tensor:
         if len(images) != len(self.image_ids):
             raise ValueError(f"judge has {len(self.image_ids)} images, got {len(images)}")
