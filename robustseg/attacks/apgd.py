@@ -11,7 +11,8 @@ What it returns, per image: with a ``judge`` (attacks/judge.py: the image's own 
 the iterates that raised the objective above the clean image's, the one that did the most damage, ties going to
 the higher objective value (none raised it: the highest-objective iterate): auto-attack's ``x_best_adv``, where
 the highest-objective point (``x_best``) only steers the walk. That costs one eval-mode prediction per iterate
-(``predictions``) and one forward pass of the clean images, no gradient. Without a judge (no ground truth), the highest-objective iterate.
+(``predictions``) and one forward pass of the clean images, no gradient. Without a judge (no ground truth), the
+highest-objective iterate.
 
 Where this differs from fra31/auto-attack's autopgd_base.py (which is the same algorithm): checkpoints are the
 paper's w_j = ceil(p_j * steps), not the code's integer-rounded intervals; the budget counts the start point's

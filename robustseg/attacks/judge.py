@@ -9,8 +9,8 @@ whole (0.816-0.820; docs/objectives.md).
 
 AP here is pycocotools' (``eval.coco_eval.evaluate``) on the dataset's own ground truth restricted to the one
 image, boxes only (crowd regions ignored as COCO ignores them), from an eval-mode forward without the mask branch
-(the boxes are the same; the masks would cost as much again on the cheap objectives' walks). An image alone is not the set: COCO AP ranks
-detections across images, so this is a per-image criterion, not the reported figure.
+(the boxes are the same; the masks would cost as much again on the cheap objectives' walks). An image alone is
+not the set: COCO AP ranks detections across images, so this is a per-image criterion, not the reported figure.
 """
 from __future__ import annotations
 

@@ -110,16 +110,8 @@ class DetectionScores:
     name: str = "vanish"
 
     def __call__(self, model, images, targets):
-        modes = [(m, m.training) for m in model.modules()]
-        mask_pool = model.roi_heads.mask_roi_pool
-        try:
-            model.eval()
-            model.roi_heads.mask_roi_pool = None  # no mask branch: scores only
+        with eval_forward(model):  # no mask branch: scores only
             outputs = model(images)
-        finally:
-            model.roi_heads.mask_roi_pool = mask_pool
-            for m, flag in modes:
-                m.training = flag
         total = sum(o["scores"].sum() for o in outputs) / len(images)
         return self.sign * total, {"detection_scores": total.detach()}
 
